@@ -1,0 +1,132 @@
+"""What a generation stage is: a deterministic plan of requests, and how an answer becomes rows."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from sdg.client.base import AsyncLLMClient, Completion, Messages
+from sdg.client.errors import LLMClientError
+from sdg.client.generation import GenerationConfig
+from sdg.seeding import derive_seed
+
+__all__ = ["RECORD_SCHEMA", "GenerationStage", "Task"]
+
+# Columns every generation stage writes, after its own planning columns.
+RECORD_SCHEMA = pa.schema(
+    [
+        ("index", pa.int64()),
+        ("choice", pa.int32()),
+        ("model", pa.string()),
+        ("seed", pa.int64()),
+        ("text", pa.string()),
+        ("finish_reason", pa.string()),
+        ("prompt_tokens", pa.int64()),
+        ("completion_tokens", pa.int64()),
+        ("latency_s", pa.float64()),
+        ("attempts", pa.int32()),
+        ("error", pa.string()),
+    ]
+)
+
+
+@dataclass
+class Task:
+    """One request of a stage: cheap to make, fully determined by (run seed, index)."""
+
+    index: int
+    messages: Messages
+    seed: int
+    columns: dict[str, Any] = field(default_factory=dict)
+
+
+class GenerationStage(abc.ABC):
+    """A stage that sends one request per task and turns each answer into rows.
+
+    Subclasses say how task `index` is built (`make_task`) and which planning columns they add
+    (`columns_schema`). Running, retries, seeding of the request and error rows are shared here.
+    """
+
+    name: str = "generation"
+
+    def __init__(
+        self,
+        *,
+        client: AsyncLLMClient,
+        model_name: str,
+        num_samples: int,
+        generation_config: GenerationConfig | None = None,
+    ) -> None:
+        if not isinstance(num_samples, int) or num_samples < 0:
+            raise ValueError(f"num_samples={num_samples!r} must be a non-negative integer")
+        if not model_name:
+            raise ValueError("model_name must name the model to query (e.g. meta/llama-3.3-70b-instruct)")
+        self.client = client
+        self.model_name = model_name
+        self.num_samples = num_samples
+        self.generation_config = generation_config or GenerationConfig()
+
+    @property
+    def num_tasks(self) -> int:
+        return self.num_samples
+
+    @abc.abstractmethod
+    def make_task(self, index: int, run_seed: int) -> Task:
+        """Task `index` of a run seeded with `run_seed`; the same inputs always give the same task."""
+
+    @abc.abstractmethod
+    def columns_schema(self) -> pa.Schema:
+        """The planning columns this stage adds before the common ones."""
+
+    def schema(self) -> pa.Schema:
+        own = self.columns_schema()
+        return pa.schema(list(own) + [f for f in RECORD_SCHEMA if f.name not in own.names])
+
+    def request_seed(self, index: int, run_seed: int) -> int:
+        return derive_seed(run_seed, index, "request")
+
+    async def run_task(self, task: Task) -> list[dict[str, Any]]:
+        """Send the task's request and return its rows: one per completion, or one error row."""
+        config = self.generation_config.replace(seed=task.seed)
+        base = {**task.columns, "index": task.index, "model": self.model_name, "seed": task.seed}
+        try:
+            completion = await self.client.complete(task.messages, self.model_name, config)
+        except LLMClientError as error:
+            return [self._error_row(base, error)]
+        return self._rows(base, completion)
+
+    def _rows(self, base: dict[str, Any], completion: Completion) -> list[dict[str, Any]]:
+        n = len(completion.texts)
+        tokens = completion.completion_tokens
+        return [
+            {
+                **base,
+                "choice": i,
+                "text": text,
+                "finish_reason": completion.finish_reasons[i],
+                # Usage is per request; split it so that column sums equal what was billed.
+                "prompt_tokens": completion.prompt_tokens if i == 0 else 0,
+                "completion_tokens": tokens // n + (tokens % n if i == 0 else 0),
+                "latency_s": completion.latency_s,
+                "attempts": completion.attempts,
+                "error": None,
+            }
+            for i, text in enumerate(completion.texts)
+        ]
+
+    @staticmethod
+    def _error_row(base: dict[str, Any], error: LLMClientError) -> dict[str, Any]:
+        return {
+            **base,
+            "choice": 0,
+            "text": None,
+            "finish_reason": None,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "latency_s": None,
+            "attempts": error.attempts,
+            "error": f"{error.kind}: {error}",
+        }
