@@ -83,7 +83,8 @@ class GenerationStage(abc.ABC):
 
     def schema(self) -> pa.Schema:
         own = self.columns_schema()
-        return pa.schema(list(own) + [f for f in RECORD_SCHEMA if f.name not in own.names])
+        common = [f for f in RECORD_SCHEMA if f.name not in own.names]
+        return pa.schema(common[:1] + list(own) + common[1:])  # index first, then the stage's columns
 
     def request_seed(self, index: int, run_seed: int) -> int:
         return derive_seed(run_seed, index, "request")

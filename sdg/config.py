@@ -1,0 +1,160 @@
+"""The typed run object: dataclasses registered in Hydra's ConfigStore, so a wrong type fails at compose time.
+
+Hydra checks types and unknown keys; `validate` checks what types cannot say (ranges, placeholders) and
+raises `ConfigError` with one line that names the key and how to fix it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+__all__ = [
+    "ClientConfig",
+    "ConfigError",
+    "EndpointConfig",
+    "GenerationSection",
+    "LocalServerConfig",
+    "MlflowConfig",
+    "OutputConfig",
+    "QAStageConfig",
+    "RayConfig",
+    "RunConfig",
+    "SimServerConfig",
+    "register_configs",
+]
+
+
+class ConfigError(ValueError):
+    """A user mistake in the run configuration; printed as one line, exit status 2."""
+
+
+@dataclass
+class SimServerConfig:
+    """Options of the simulated endpoint, used when `client.kind=sim` (see `python -m sdg.endpoints.sim --help`)."""
+
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    tokens_per_s: float = 0.0
+    rate_limit_rps: float = 0.0
+    burst: int = 0
+    p429: float = 0.0
+    p500: float = 0.0
+    p503: float = 0.0
+    p_reset: float = 0.0
+    p_hang: float = 0.0
+    p_malformed: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class LocalServerConfig:
+    """The embedded llama.cpp server, used when `client.kind=local`."""
+
+    n_ctx: int = 2048
+    n_threads: int | None = None  # None: the machine's core count
+    startup_timeout_s: float = 120.0
+
+
+@dataclass
+class ClientConfig:
+    """Who we talk to and how. `api_key_env` is the *name* of the variable holding the key, never the key."""
+
+    kind: str = "remote"  # remote: an existing endpoint; sim / local: the run starts the endpoint itself
+    base_url: str | None = None
+    api_key_env: str | None = "OPENAI_API_KEY"
+    api_key_required: bool = True
+    default_model: str | None = None  # what `endpoint.model` is unless set
+    max_concurrent_requests: int = 5
+    max_retries: int = 3
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+    timeout: float = 120.0
+    sim: SimServerConfig = field(default_factory=SimServerConfig)
+    local: LocalServerConfig = field(default_factory=LocalServerConfig)
+
+
+@dataclass
+class EndpointConfig:
+    """The model served at the endpoint, and what is known of its limits (informational, logged)."""
+
+    model: str = MISSING
+    context_length: int | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+
+
+@dataclass
+class GenerationSection:
+    """GenerationConfig's fields (`sdg.client.GenerationConfig`); `seed` is the base of per-sample seeds."""
+
+    max_tokens: int = 2048
+    temperature: float = 0.0
+    top_p: float = 0.95
+    top_k: int | None = None
+    stop: Any = None
+    stream: bool = False
+    n: int = 1
+
+
+@dataclass
+class QAStageConfig:
+    """`stage=qa_multilingual`: NeMo Curator's multilingual Q&A generation."""
+
+    name: str = "qa_multilingual"
+    prompt: str = "Generate a Q&A pair about science in {language}."
+    languages: list[str] = field(default_factory=lambda: ["English", "French", "German"])
+    num_samples: int = 20
+    system_prompt: str | None = None
+
+
+@dataclass
+class RayConfig:
+    """`address`: null starts Ray locally; "auto" or "ray://host:port" joins a cluster."""
+
+    address: str | None = None
+    num_workers: int = 2
+
+
+@dataclass
+class MlflowConfig:
+    """`tracking_uri` null means sqlite at outputs/mlflow.db under the launch directory."""
+
+    enabled: bool = True
+    tracking_uri: str | None = None
+    experiment: str = "sdg"
+
+
+@dataclass
+class OutputConfig:
+    """The dataset is always saved with `save_to_disk`; `formats` adds parquet / jsonl exports."""
+
+    formats: list[str] = field(default_factory=list)
+    push_to_hub: str | None = None
+    max_failed_share: float = 0.1
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    """One run, composed by Hydra from the groups client, endpoint, generation and stage."""
+
+    seed: int = 0
+    name: str = "sdg"
+    client: ClientConfig = field(default_factory=ClientConfig)
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    generation: GenerationSection = field(default_factory=GenerationSection)
+    stage: QAStageConfig = field(default_factory=QAStageConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    resume: Any = False  # false, true (latest run with the same fingerprint) or a run directory
+
+
+def register_configs() -> None:
+    """Make the schemas known to Hydra; conf/config.yaml names `run_schema` first in its defaults."""
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)

@@ -1,0 +1,126 @@
+"""Endpoints the run starts itself (sim, local model) as child processes that never outlive it.
+
+The child gets PR_SET_PDEATHSIG, so even a SIGKILLed run leaves no server behind; `stop()` runs on normal
+exit, errors and Ctrl-C (it is a context manager used in a `with`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["EndpointStartError", "ServerProcess", "sim_command"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+class EndpointStartError(RuntimeError):
+    """A server the run starts did not come up; the message says what to check."""
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError):  # not Linux: stop() still runs on every normal path
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ServerProcess:
+    """A server child process; ready when it prints its base URL (`ready_url=None`) or answers `ready_url`."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        name: str,
+        *,
+        ready_url: str | None = None,
+        base_url: str | None = None,
+        startup_timeout_s: float = 30.0,
+        log_path: Path | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.name = name
+        self.ready_url = ready_url
+        self.base_url = base_url
+        self.startup_timeout_s = startup_timeout_s
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str:
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        )
+        if log is not subprocess.DEVNULL:
+            log.close()  # the child holds its own descriptor
+        try:
+            self.base_url = self._wait_printed_url() if self.ready_url is None else self._wait_answering()
+        except BaseException:
+            self.stop()
+            raise
+        return self.base_url
+
+    def _fail(self, why: str) -> EndpointStartError:
+        where = f"; its log is {self.log_path}" if self.log_path else ""
+        return EndpointStartError(f"the {self.name} server did not start: {why}{where}")
+
+    def _wait_printed_url(self) -> str:
+        assert self.process is not None and self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], self.startup_timeout_s)
+        line = self.process.stdout.readline().decode().strip() if ready else ""
+        if not line.startswith("http"):
+            code = self.process.poll()
+            raise self._fail(f"exit status {code}" if code is not None else f"no URL within {self.startup_timeout_s}s")
+        return line
+
+    def _wait_answering(self) -> str:
+        assert self.process is not None and self.ready_url is not None
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                raise self._fail(f"it exited with status {code}")
+            try:
+                with urllib.request.urlopen(self.ready_url, timeout=2) as response:
+                    if response.status == 200:
+                        return self.base_url or self.ready_url
+            except OSError:
+                time.sleep(0.25)
+        raise self._fail(f"it did not answer {self.ready_url} within {self.startup_timeout_s}s")
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout:
+            process.stdout.close()
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def sim_command(options: dict[str, object]) -> list[str]:
+    """argv for `python -m sdg.endpoints.sim` with the given options (underscores become dashes)."""
+    argv = [sys.executable, "-m", "sdg.endpoints.sim", "--host", "127.0.0.1", "--port", "0"]
+    for key, value in options.items():
+        if value is not None:
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+    return argv

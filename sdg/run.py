@@ -1,0 +1,241 @@
+"""`python -m sdg.run`: compose the config, validate it, start the endpoint, generate on Ray, save, track.
+
+The only module that knows Hydra, Ray and MLflow together. User mistakes end with one line on stderr and
+exit status 2; an interrupted run says how to resume it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from sdg.client.errors import LLMClientError
+from sdg.config import ConfigError, RunConfig, register_configs
+from sdg.endpoints.process import EndpointStartError
+from sdg.pipeline import Pipeline, PipelineResult
+from sdg.runtime import build_client, build_stage, fingerprint, resolve_api_key, start_endpoint, validate
+
+__all__ = ["main", "run"]
+
+log = logging.getLogger("sdg.run")
+EXIT_USER_ERROR = 2
+EXIT_TOO_MANY_FAILURES = 3
+EXIT_INTERRUPTED = 130
+
+
+class TooManyFailures(RuntimeError):
+    """More samples failed than `output.max_failed_share` allows; the dataset is saved all the same."""
+
+
+def refuse_key_on_command_line(argv: list[str]) -> None:
+    """A key typed as an override would be written to .hydra/ and MLflow: refuse before Hydra sees it."""
+    for arg in argv:
+        key = arg.lstrip("+~").split("=", 1)[0]
+        if key.endswith("api_key") or key.endswith(".key"):
+            sys.stderr.write(
+                f"sdg: error: do not pass the API key on the command line ({key}=...): it would be saved in the run "
+                "folder. Export it in an environment variable and name that variable with client.api_key_env=NAME\n"
+            )
+            sys.exit(EXIT_USER_ERROR)
+
+
+def run_metrics(result: PipelineResult) -> dict[str, float]:
+    stats, wall = result.stats, max(result.wall_s, 1e-9)
+    five_xx = sum(count for status, count in stats.other_statuses.items() if status >= 500)
+    return {
+        "wall_s": result.wall_s,
+        "num_samples": result.num_tasks,
+        "num_requested": result.num_requested,
+        "num_rows": len(result.dataset),
+        "num_failed_samples": result.num_failed_samples,
+        "samples_per_s": result.num_requested / wall,
+        "requests_per_s": stats.requests / wall,
+        "attempts_per_s": stats.attempts / wall,
+        "output_tokens_per_s": stats.completion_tokens / wall,
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "num_attempts": stats.attempts,
+        "num_429": stats.status_429,
+        "num_5xx": five_xx,
+        "num_timeouts": stats.timeouts,
+        "num_connection_errors": stats.connection_errors,
+        "num_malformed": stats.malformed,
+        "num_retries": stats.retries,
+        "backoff_s": stats.backoff_s,
+        "latency_p50_s": stats.latency_percentile(50),
+        "latency_p95_s": stats.latency_percentile(95),
+        "latency_p99_s": stats.latency_percentile(99),
+    }
+
+
+def _find_resume_dir(resume: Any, print_: str, launch_dir: Path) -> Path | None:
+    """None (fresh run), a named run dir, or the latest run dir with the same fingerprint."""
+    if resume in (False, None, "false"):
+        return None
+    if resume not in (True, "true"):
+        target = Path(str(resume))
+        if not (target / "fingerprint.json").exists():
+            raise ConfigError(f"resume={resume}: no sdg run folder there (it has no fingerprint.json)")
+        if json.loads((target / "fingerprint.json").read_text())["fingerprint"] != print_:
+            raise ConfigError(f"resume={resume}: that run has another stage/model/generation/seed; use the same")
+        return target
+    candidates = [
+        path.parent
+        for path in (launch_dir / "outputs").glob("**/fingerprint.json")
+        if json.loads(path.read_text()).get("fingerprint") == print_
+    ]
+    if not candidates:
+        raise ConfigError("resume=true: no earlier run with this stage, model, generation and seed under outputs/")
+    return max(candidates, key=lambda p: (p / "fingerprint.json").stat().st_mtime)
+
+
+def _tracker(cfg: RunConfig, launch_dir: Path):  # type: ignore[no-untyped-def]
+    if not cfg.mlflow.enabled:
+        return None
+    from sdg.tracking import MlflowTracker, default_tracking_uri
+
+    uri = cfg.mlflow.tracking_uri or default_tracking_uri(launch_dir)
+    return MlflowTracker(uri, cfg.mlflow.experiment, launch_dir / "outputs" / "mlartifacts")
+
+
+def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | None, launch_dir: Path) -> PipelineResult:
+    """One run: everything the CLI does after Hydra composed the config."""
+    from sdg.execution.ray_executor import RayExecutor
+    from sdg.tracking import flatten
+
+    config = validate(cfg)
+    secrets = resolve_api_key(cfg.client)
+    print_ = fingerprint(cfg)
+    output_dir = _find_resume_dir(cfg.resume, print_, launch_dir) or run_dir
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "fingerprint.json").write_text(json.dumps({"fingerprint": print_}))
+    resolved_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    tracker = _tracker(cfg, launch_dir)
+    status = "FAILED"
+    with start_endpoint(cfg.client, output_dir) as base_url:
+        client = build_client(cfg.client, base_url)
+        stage = build_stage(cfg, client, config)
+        try:
+            if tracker:
+                tags = {"hydra.overrides": " ".join(overrides), "sdg.fingerprint": print_, "sdg.run_dir": str(run_dir)}
+                if sweep:
+                    tags["sdg.sweep"] = sweep
+                params = flatten(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))  # type: ignore[arg-type]
+                tracker.start(cfg.name, params, tags)
+            executor = RayExecutor(cfg.ray.num_workers, cfg.ray.address, environment=secrets)
+            result = (
+                Pipeline(cfg.name)
+                .add_stage(stage)
+                .run_detailed(
+                    executor,
+                    seed=cfg.seed,
+                    output_dir=output_dir,
+                    resume=output_dir != run_dir,
+                    progress=cfg.output.progress,
+                )
+            )
+            result.metrics = run_metrics(result)
+            from sdg.output import save_dataset
+
+            dataset_dir = save_dataset(
+                result.dataset,
+                output_dir,
+                name=cfg.name,
+                config_yaml=resolved_yaml,
+                metrics=result.metrics,
+                formats=cfg.output.formats,
+                push_to_hub=cfg.output.push_to_hub,
+            )
+            (output_dir / "config.resolved.yaml").write_text(resolved_yaml)
+            if tracker:
+                tracker.log_metrics(result.metrics)
+                tracker.log_artifact(output_dir / "metrics.json")
+                tracker.log_artifact(output_dir / "config.resolved.yaml")
+                tracker.log_artifact(dataset_dir / "README.md")
+            status = "FINISHED"
+        finally:
+            if tracker:
+                tracker.end(status)
+    _report(cfg, result, dataset_dir, tracker)
+    failed_share = result.num_failed_samples / max(result.num_tasks, 1)
+    if failed_share > cfg.output.max_failed_share:
+        first = next((e for e in result.dataset["error"] if e), "")
+        raise TooManyFailures(
+            f"{result.num_failed_samples} of {result.num_tasks} samples failed (more than "
+            f"output.max_failed_share={cfg.output.max_failed_share}); first error: {first}"
+        )
+    return result
+
+
+def _report(cfg: RunConfig, result: PipelineResult, dataset_dir: Path, tracker: Any) -> None:
+    m = result.metrics
+    lines = [
+        f"sdg: {m['num_rows']} rows ({result.num_failed_samples} failed) in {m['wall_s']:.1f}s, "
+        f"{m['samples_per_s']:.1f} samples/s, {m['num_429']} x 429, {m['num_retries']} retries",
+        f"sdg: dataset: {dataset_dir}  (datasets.load_from_disk('{dataset_dir}'))",
+    ]
+    if tracker:
+        lines.append(f"sdg: MLflow run {tracker.run_id} in {tracker.tracking_uri}")
+        lines.append(
+            f"sdg: compare runs: python -m sdg.compare  |  mlflow ui --backend-store-uri {tracker.tracking_uri}"
+        )
+    print("\n".join(lines), flush=True)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    launch_dir = Path(hydra_cfg.runtime.cwd)
+    sweep = hydra_cfg.sweep.dir if hydra_cfg.mode.name == "MULTIRUN" else None
+    overrides = list(hydra_cfg.overrides.task)
+    started = time.perf_counter()
+    try:
+        typed: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+        result = run(typed, run_dir, overrides=overrides, sweep=sweep, launch_dir=launch_dir)
+    except (ConfigError, EndpointStartError) as exc:
+        sys.stderr.write(f"sdg: error: {exc}\n")
+        sys.exit(EXIT_USER_ERROR)
+    except LLMClientError as exc:
+        sys.stderr.write(f"sdg: error: {exc}\n")
+        sys.exit(EXIT_USER_ERROR)
+    except TooManyFailures as exc:
+        sys.stderr.write(f"sdg: error: {exc}\n")
+        sys.exit(EXIT_TOO_MANY_FAILURES)
+    except KeyboardInterrupt:
+        again = " ".join([*overrides, f"resume={run_dir}"])
+        sys.stderr.write(
+            f"\nsdg: interrupted after {time.perf_counter() - started:.0f}s; finished samples are kept in "
+            f"{run_dir / 'parts'}. Resume with: python -m sdg.run {again}\n"
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    return result.metrics.get("samples_per_s")
+
+
+def main() -> None:
+    refuse_key_on_command_line(sys.argv[1:])
+    register_configs()
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    logging.getLogger("sdg").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    import datasets
+
+    datasets.disable_progress_bars()
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
