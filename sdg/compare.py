@@ -51,7 +51,9 @@ def compare_table(runs: Sequence, metrics: Sequence[str] = KEY_METRICS) -> list[
 def _render(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
-        "  ".join(cell.rjust(w) if i > 1 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        "  ".join(
+            cell.rjust(w) if i > 1 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
         for row in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
