@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sdg.client.errors import LLMClientError
 from sdg.config import ConfigError, RunConfig, register_configs
-from sdg.endpoints.process import EndpointStartError
+from sdg.endpoints.process import EndpointStartError, sim_stats
 from sdg.pipeline import Pipeline, PipelineResult
 from sdg.runtime import build_client, build_stage, fingerprint, resolve_api_key, start_endpoint, validate
 
@@ -144,6 +145,8 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
                 )
             )
             result.metrics = run_metrics(result)
+            if cfg.client.kind == "sim":  # what the endpoint itself counted, to check the client's counts against
+                result.metrics.update({f"sim_{k}": v for k, v in sim_stats(base_url).items()})
             from sdg.output import save_dataset
 
             dataset_dir = save_dataset(
@@ -225,6 +228,28 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return result.metrics.get("samples_per_s")
 
 
+def one_line(error: BaseException) -> str:
+    """Hydra/OmegaConf's multi-line composition errors as one line: what is wrong and the options."""
+    text = str(error)
+    if error.__cause__ is not None and str(error.__cause__) not in text:
+        text += "\n" + str(error.__cause__)
+    parts: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("full_key:", "reference_type=", "object_type=", "provider=")):
+            continue
+        if stripped.startswith(("Config search path", "To append to your config")):
+            continue
+        if line.startswith("\t") and parts:  # one option of a list, e.g. "Available options in 'client':"
+            parts[-1] += (" " if parts[-1].endswith(":") else ", ") + stripped
+        else:
+            parts.append(stripped.rstrip("."))
+    message = "; ".join(parts)
+    if " not in '" in message:
+        message += " (list the valid keys with: python -m sdg.run --cfg job)"
+    return message
+
+
 def main() -> None:
     refuse_key_on_command_line(sys.argv[1:])
     register_configs()
@@ -234,7 +259,18 @@ def main() -> None:
     import datasets
 
     datasets.disable_progress_bars()
-    _hydra_main()
+    if os.environ.get("HYDRA_FULL_ERROR"):  # the user asked for Hydra's own full traces
+        _hydra_main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us, to print them as one line
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        _hydra_main()
+    except (HydraException, OmegaConfBaseException) as exc:
+        sys.stderr.write(f"sdg: error: {one_line(exc)}\n")
+        sys.exit(EXIT_USER_ERROR)
 
 
 if __name__ == "__main__":

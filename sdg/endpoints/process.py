@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import select
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["EndpointStartError", "ServerProcess", "sim_command"]
+__all__ = ["EndpointStartError", "ServerProcess", "sim_command", "sim_stats"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -124,3 +125,10 @@ def sim_command(options: dict[str, object]) -> list[str]:
         if value is not None:
             argv += [f"--{key.replace('_', '-')}", str(value)]
     return argv
+
+
+def sim_stats(base_url: str) -> dict[str, int]:
+    """The simulated endpoint's own counts (GET /stats beside /v1)."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    with urllib.request.urlopen(f"{root}/stats", timeout=10) as response:
+        return {k: v for k, v in json.loads(response.read()).items() if isinstance(v, int | float)}

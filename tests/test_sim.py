@@ -1,0 +1,495 @@
+"""Tests for the simulated endpoint over real HTTP: what a client observes must match /stats."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from sdg.endpoints.sim import SimOptions, SimServer, Simulator, main
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_URL_RE = re.compile(r"^http://127\.0\.0\.1:\d+/v1$")
+DURATION_RE = re.compile(r"^\d+(ms|(\.\d+)?s)$")
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "question": {"type": "string"},
+        "difficulty": {"enum": ["easy", "medium", "hard"]},
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+        "year": {"type": "integer", "minimum": 1900, "maximum": 2025},
+        "verified": {"type": "boolean"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "source": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+    },
+    "required": ["question", "difficulty", "year", "source"],
+}
+
+
+def chat(**extra: Any) -> dict[str, Any]:
+    """A minimal valid chat request body."""
+    body: dict[str, Any] = {"model": "sim-model", "messages": [{"role": "user", "content": "Ask a question."}]}
+    body.update(extra)
+    return body
+
+
+def stats_url(base_url: str) -> str:
+    return base_url.removesuffix("/v1") + "/stats"
+
+
+async def post(session: aiohttp.ClientSession, base_url: str, body: Any, **kw: Any) -> tuple[int, Any, Any]:
+    async with session.post(f"{base_url}/chat/completions", json=body, **kw) as r:
+        return r.status, await r.json(content_type=None), r.headers
+
+
+async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
+    async with session.get(url) as r:
+        assert r.status == 200
+        return await r.json()
+
+
+async def outcome(session: aiohttp.ClientSession, base_url: str, timeout: float = 5.0) -> str:
+    """Classify one request the way a client sees it, named like the /stats key it should bump."""
+    try:
+        async with session.post(
+            f"{base_url}/chat/completions", json=chat(), timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as r:
+            raw = await r.read()
+            if r.status == 200:
+                try:
+                    json.loads(raw)
+                except ValueError:
+                    return "malformed"
+                return "ok"
+            if r.status == 429:
+                code = json.loads(raw)["error"]["code"]
+                return "r429_quota" if code == "insufficient_quota" else "r429_fault"
+            return f"r{r.status}"
+    except TimeoutError:
+        return "hangs"
+    except aiohttp.ClientConnectionError:
+        return "resets"
+
+
+async def wait_until_idle(session: aiohttp.ClientSession, base_url: str) -> dict[str, int]:
+    """Stats once the server has noticed every client disconnect."""
+    for _ in range(200):
+        stats = await get_json(session, stats_url(base_url))
+        if stats["inflight"] == 0:
+            return stats
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"requests still in flight: {stats}")
+
+
+def valid(value: Any, schema: dict[str, Any]) -> bool:
+    """Tiny validator for the schema subset used here."""
+    if "enum" in schema:
+        return value in schema["enum"]
+    kind = schema["type"]
+    if kind == "object":
+        props = schema.get("properties", {})
+        return (
+            isinstance(value, dict)
+            and all(k in value for k in schema.get("required", ()))
+            and all(valid(v, props[k]) for k, v in value.items() if k in props)
+        )
+    if kind == "array":
+        return isinstance(value, list) and all(valid(v, schema["items"]) for v in value)
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    ok_type = isinstance(value, int) if kind == "integer" else isinstance(value, int | float)
+    return (
+        ok_type
+        and not isinstance(value, bool)
+        and schema.get("minimum", value) <= value <= schema.get("maximum", value)
+    )
+
+
+@pytest.fixture
+def server():
+    with SimServer(seed=1) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def session():
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+# --------------------------------------------------------------------------- CLI and lifecycle
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_cli_prints_base_url_first_and_exits_cleanly_on_signal(session, sig):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sdg.endpoints.sim",
+        "--port",
+        "0",
+        "--models",
+        "a,b",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        first = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode().rstrip("\n")
+        assert BASE_URL_RE.match(first), first
+        models = await get_json(session, f"{first}/models")
+        assert [m["id"] for m in models["data"]] == ["a", "b"]
+        status, _, _ = await post(session, first, chat(model="a"))
+        assert status == 200
+    finally:
+        proc.send_signal(sig)
+        rc = await asyncio.wait_for(proc.wait(), 20)
+    assert rc == 0
+    assert b"chat/completions" not in await proc.stderr.read()  # no access log
+
+
+async def test_cli_bad_option_exits_2_with_one_line():
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sdg.endpoints.sim", "--p429", "1.5", cwd=ROOT, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 2
+    assert err.decode().strip().count("\n") == 0 and "p429" in err.decode()
+
+
+@pytest.mark.parametrize(
+    ("argv", "word"),
+    [
+        (["--p500", "0.6", "--p503", "0.6"], "sum"),
+        (["--latency-ms", "-1"], "latency_ms"),
+        (["--p-bad-json", "2"], "p_bad_json"),
+        (["--api-key-env", "SDG_SIM_TEST_UNSET_VAR"], "SDG_SIM_TEST_UNSET_VAR"),
+    ],
+)
+def test_cli_validation(capsys, monkeypatch, argv, word):
+    monkeypatch.delenv("SDG_SIM_TEST_UNSET_VAR", raising=False)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert word in err and err.count("\n") == 1
+
+
+def test_options_validate_in_python():
+    with pytest.raises(ValueError, match="p_hang"):
+        SimOptions(p_hang=-0.1)
+    with pytest.raises(ValueError, match="sum"):
+        SimServer(p429=0.5, p_quota=0.3, p_reset=0.3)
+
+
+async def test_base_url_models_unknown_path_and_idempotent_stop(session):
+    srv = SimServer()
+    base_url = srv.start()
+    assert BASE_URL_RE.match(base_url) and srv.base_url == base_url
+    models = await get_json(session, f"{base_url}/models")
+    assert models["object"] == "list" and [m["id"] for m in models["data"]] == ["sim-model"]
+    async with session.get(f"{base_url}/nope") as r:
+        assert r.status == 404 and "error" in await r.json()
+    srv.stop()
+    srv.stop()
+
+
+async def test_simulator_runs_on_the_current_loop(session):
+    async with Simulator(latency_ms=1) as sim:
+        status, body, _ = await post(session, sim.base_url, chat())
+        assert status == 200 and body["object"] == "chat.completion"
+        assert sim.stats()["ok"] == 1
+
+
+# --------------------------------------------------------------------------- generation
+
+
+async def test_same_seed_same_text_other_seed_other_text(server, session):
+    other = SimServer()
+    other.start()
+    try:
+        texts = []
+        for base_url, seed in [(server.base_url, 7), (other.base_url, 7), (server.base_url, 8)]:
+            status, body, _ = await post(session, base_url, chat(seed=seed, temperature=0.7))
+            assert status == 200
+            texts.append(body["choices"][0]["message"]["content"])
+    finally:
+        other.stop()
+    assert texts[0] == texts[1] != texts[2]
+    assert texts[0].startswith("Question: ") and "? Answer: " in texts[0]
+
+
+async def test_response_shape_and_usage(server, session):
+    status, body, _ = await post(session, server.base_url, chat(seed=1))
+    assert status == 200
+    assert body["id"].startswith("chatcmpl-") and body["model"] == "sim-model"
+    choice = body["choices"][0]
+    assert choice["index"] == 0 and choice["message"]["role"] == "assistant"
+    assert choice["finish_reason"] == "stop"
+    usage = body["usage"]
+    assert 12 <= usage["completion_tokens"] == len(choice["message"]["content"].split()) <= 60
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+
+
+@pytest.mark.parametrize("key", ["max_tokens", "max_completion_tokens"])
+async def test_max_tokens_cuts_with_finish_reason_length(server, session, key):
+    status, body, _ = await post(session, server.base_url, chat(seed=3, **{key: 5}))
+    assert status == 200
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 5 == len(body["choices"][0]["message"]["content"].split())
+
+
+async def test_stop_string_cuts_before_it(server, session):
+    _, full, _ = await post(session, server.base_url, chat(seed=4))
+    text = full["choices"][0]["message"]["content"]
+    _, cut, _ = await post(session, server.base_url, chat(seed=4, stop=["nothing-like-this", "? Answer:"]))
+    choice = cut["choices"][0]
+    assert choice["message"]["content"] == text[: text.index("? Answer:")]
+    assert choice["finish_reason"] == "stop"
+    assert cut["usage"]["completion_tokens"] < full["usage"]["completion_tokens"]
+
+
+async def test_n_choices_are_distinct(server, session):
+    status, body, _ = await post(session, server.base_url, chat(seed=5, n=4))
+    assert status == 200
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
+    assert len({c["message"]["content"] for c in body["choices"]}) == 4
+    assert body["usage"]["completion_tokens"] == sum(len(c["message"]["content"].split()) for c in body["choices"])
+
+
+async def test_stream_assembles_to_the_non_streamed_text(server, session):
+    request = chat(seed=6, n=2, max_tokens=30)
+    _, plain, _ = await post(session, server.base_url, request)
+    streamed = dict(request, stream=True, stream_options={"include_usage": True})
+    async with session.post(f"{server.base_url}/chat/completions", json=streamed) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+        raw = (await r.read()).decode()
+    events = [e.removeprefix("data: ") for e in raw.split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    texts, finish, deltas = collections.defaultdict(str), {}, collections.Counter()
+    for c in chunks[:-1]:
+        (choice,) = c["choices"]
+        texts[choice["index"]] += choice["delta"].get("content", "")
+        deltas[choice["index"]] += 1
+        if choice["finish_reason"]:
+            finish[choice["index"]] = choice["finish_reason"]
+    for choice in plain["choices"]:
+        assert texts[choice["index"]] == choice["message"]["content"]
+        assert finish[choice["index"]] == choice["finish_reason"]
+        assert deltas[choice["index"]] > 3
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == plain["usage"]
+
+
+async def test_json_schema_answers_validate(server, session):
+    fmt = {"type": "json_schema", "json_schema": {"name": "qa", "schema": SCHEMA}}
+    status, body, _ = await post(session, server.base_url, chat(seed=9, n=5, response_format=fmt))
+    assert status == 200
+    values = [json.loads(c["message"]["content"]) for c in body["choices"]]
+    assert all(valid(v, SCHEMA) for v in values), values
+    _, again, _ = await post(session, server.base_url, chat(seed=9, n=5, response_format=fmt))
+    assert again["choices"] == body["choices"]
+    _, obj, _ = await post(session, server.base_url, chat(response_format={"type": "json_object"}))
+    assert isinstance(json.loads(obj["choices"][0]["message"]["content"]), dict)
+
+
+async def test_p_bad_json_makes_answers_invalid(session):
+    fmt = {"type": "json_schema", "json_schema": {"name": "qa", "schema": SCHEMA}}
+    with SimServer(p_bad_json=1.0) as srv:
+        bad = 0
+        for seed in range(6):
+            status, body, _ = await post(session, srv.base_url, chat(seed=seed, n=2, response_format=fmt))
+            assert status == 200
+            for c in body["choices"]:
+                try:
+                    value = json.loads(c["message"]["content"])
+                except ValueError:
+                    value = None
+                bad += value is None or not valid(value, SCHEMA)
+        assert bad == 12 == srv.stats()["bad_json"]
+
+
+# --------------------------------------------------------------------------- validation, auth, models
+
+
+@pytest.mark.parametrize(
+    ("patch", "param"),
+    [
+        ({"temperature": 2.5}, "temperature"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"n": 0}, "n"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"model": None}, "model"),
+        ({"messages": "hi"}, "messages"),
+        ({"stop": 3}, "stop"),
+    ],
+)
+async def test_invalid_requests_get_400(server, session, patch, param):
+    status, body, _ = await post(session, server.base_url, chat(**patch))
+    assert status == 400
+    assert body["error"]["type"] == "invalid_request_error" and body["error"]["param"] == param
+    assert server.stats()["r400"] == 1
+
+
+async def test_unparsable_body_gets_400(server, session):
+    async with session.post(f"{server.base_url}/chat/completions", data=b"{not json") as r:
+        assert r.status == 400
+
+
+async def test_api_key_required(session):
+    with SimServer(api_key="sekret") as srv:
+        status, body, _ = await post(session, srv.base_url, chat())
+        assert status == 401 and body["error"]["code"] == "invalid_api_key"
+        status, _, _ = await post(session, srv.base_url, chat(), headers={"Authorization": "Bearer wrong"})
+        assert status == 401
+        status, _, _ = await post(session, srv.base_url, chat(), headers={"Authorization": "Bearer sekret"})
+        assert status == 200
+        stats = srv.stats()
+        assert (stats["r401"], stats["ok"], stats["requests"]) == (2, 1, 3)
+
+
+async def test_unknown_model_gets_404(session):
+    with SimServer(models=("m1",)) as srv:
+        status, body, _ = await post(session, srv.base_url, chat(model="m2"))
+        assert status == 404 and body["error"]["code"] == "model_not_found"
+        status, _, _ = await post(session, srv.base_url, chat(model="m1"))
+        assert status == 200
+        assert srv.stats()["r404"] == 1
+
+
+async def test_requests_log_shows_extra_params_and_reset_clears(server, session):
+    await post(session, server.base_url, chat(top_k=40, seed=12, stop=["\n\n"], min_p=0.1))
+    await post(session, server.base_url, chat(seed=13))
+    last_two = await get_json(session, server.base_url.removesuffix("/v1") + "/requests?limit=2")
+    assert [b["seed"] for b in last_two] == [12, 13]
+    assert last_two[0]["top_k"] == 40 and last_two[0]["stop"] == ["\n\n"] and last_two[0]["min_p"] == 0.1
+    async with session.post(server.base_url.removesuffix("/v1") + "/reset") as r:
+        assert r.status == 200
+    stats = await get_json(session, stats_url(server.base_url))
+    assert all(v == 0 for v in stats.values())
+    assert await get_json(session, server.base_url.removesuffix("/v1") + "/requests") == []
+
+
+# --------------------------------------------------------------------------- rate limit and faults
+
+
+async def test_rate_limit_429_headers_and_counts(session):
+    with SimServer(rate_limit_rps=2, burst=3) as srv:
+        results = await asyncio.gather(*(post(session, srv.base_url, chat()) for _ in range(10)))
+        statuses = collections.Counter(status for status, _, _ in results)
+        assert set(statuses) <= {200, 429} and statuses[200] >= 3 and statuses[429] >= 1
+        for status, body, headers in results:
+            assert headers["x-ratelimit-limit-requests"] == "120"
+            assert DURATION_RE.match(headers["x-ratelimit-reset-requests"])
+            if status == 429:
+                assert body["error"]["code"] == "rate_limit_exceeded"
+                assert headers["x-ratelimit-remaining-requests"] == "0"
+                assert int(headers["Retry-After"]) >= 1 and int(headers["retry-after-ms"]) > 0
+            else:
+                assert int(headers["x-ratelimit-remaining-requests"]) >= 0
+        stats = srv.stats()
+        assert stats["ok"] == statuses[200]
+        assert stats["r429"] == stats["r429_rate_limit"] == statuses[429]
+        assert stats["requests"] == 10
+
+
+OUTCOME_KEYS = ("ok", "r400", "r401", "r404", "r429", "r500", "r503", "resets", "hangs", "malformed", "cancelled")
+SINGLE_FAULTS = [
+    ("p429", "r429_fault", "r429"),
+    ("p_quota", "r429_quota", "r429_quota"),
+    ("p500", "r500", "r500"),
+    ("p503", "r503", "r503"),
+    ("p_reset", "resets", "resets"),
+    ("p_hang", "hangs", "hangs"),
+    ("p_malformed", "malformed", "malformed"),
+]
+
+
+@pytest.mark.parametrize(("option", "seen", "stat"), SINGLE_FAULTS)
+async def test_single_fault_kind_is_seen_and_counted(session, option, seen, stat):
+    with SimServer(fault_retry_after_ms=250, **{option: 1.0}) as srv:
+        results = await asyncio.gather(*(outcome(session, srv.base_url, timeout=0.5) for _ in range(3)))
+        assert results == [seen] * 3
+        stats = await wait_until_idle(session, srv.base_url)
+        assert stats[stat] == 3 and stats["requests"] == 3 and stats["ok"] == 0
+        if option in ("p429", "p_quota"):
+            assert stats["r429"] == 3
+
+
+async def test_fault_429_headers(session):
+    with SimServer(p429=1.0, fault_retry_after_ms=250) as srv:
+        status, body, headers = await post(session, srv.base_url, chat())
+        assert status == 429 and body["error"]["code"] == "rate_limit_exceeded"
+        assert headers["retry-after-ms"] == "250" and headers["Retry-After"] == "1"
+    with SimServer(p_quota=1.0, fault_retry_after_ms=250) as srv:
+        status, body, headers = await post(session, srv.base_url, chat())
+        assert status == 429 and body["error"]["type"] == "insufficient_quota"
+        assert "Retry-After" not in headers and "retry-after-ms" not in headers
+
+
+async def test_mixed_faults_client_tallies_match_stats(session):
+    options = SimOptions(seed=42, p429=0.1, p_quota=0.05, p500=0.1, p503=0.1, p_reset=0.1, p_hang=0.04, p_malformed=0.1)
+    with SimServer(options) as srv:
+        gate = asyncio.Semaphore(25)
+
+        async def one() -> str:
+            async with gate:
+                return await outcome(session, srv.base_url, timeout=0.5)
+
+        seen = collections.Counter(await asyncio.gather(*(one() for _ in range(200))))
+        stats = await wait_until_idle(session, srv.base_url)
+    assert stats["requests"] == 200 == sum(seen.values())
+    for key in ("ok", "r500", "r503", "resets", "hangs", "malformed", "r429_quota"):
+        assert stats[key] == seen[key], key
+    assert stats["r429"] == seen["r429_fault"] + seen["r429_quota"]
+    assert stats["requests"] == sum(stats[k] for k in OUTCOME_KEYS)
+    assert all(seen[k] > 0 for k in ("ok", "r500", "r503", "resets", "hangs", "malformed", "r429_fault"))
+
+
+async def test_fault_sequence_is_seeded(session):
+    async def run() -> list[str]:
+        with SimServer(seed=3, p429=0.2, p500=0.2, p503=0.2) as srv:
+            return [await outcome(session, srv.base_url) for _ in range(20)]
+
+    first = await run()
+    assert first == await run() and len(set(first)) > 2
+
+
+async def test_stop_releases_hung_requests(session):
+    srv = SimServer(p_hang=1.0)
+    srv.start()
+    pending = asyncio.ensure_future(outcome(session, srv.base_url, timeout=30))
+    while srv.stats()["hangs"] == 0:
+        await asyncio.sleep(0.01)
+    await asyncio.to_thread(srv.stop)
+    assert await pending == "resets"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_client_leaving_during_latency_is_counted_cancelled(session, stream):
+    with SimServer(latency_ms=100, tokens_per_s=20) as srv:
+        with pytest.raises(TimeoutError):
+            async with session.post(
+                f"{srv.base_url}/chat/completions", json=chat(stream=stream), timeout=aiohttp.ClientTimeout(total=0.3)
+            ) as r:
+                await r.read()
+        stats = await wait_until_idle(session, srv.base_url)
+    assert stats["cancelled"] == 1 == stats["requests"] and stats["ok"] == 0
+
+
+async def test_max_inflight_counts_concurrent_requests(session):
+    with SimServer(latency_ms=400) as srv:
+        results = await asyncio.gather(*(post(session, srv.base_url, chat()) for _ in range(8)))
+        assert [status for status, _, _ in results] == [200] * 8
+        stats = srv.stats()
+        assert stats["max_inflight"] == 8 and stats["inflight"] == 0
