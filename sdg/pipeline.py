@@ -59,7 +59,9 @@ class _ProgressBar:
     """samples done, attempts per second, 429s and failures, on stderr."""
 
     def __init__(self, total: int, initial: int, enabled: bool) -> None:
-        self.bar = tqdm(total=total, initial=initial, unit="sample", disable=not enabled, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total, initial=initial, unit="sample", disable=not enabled, dynamic_ncols=True, leave=False
+        )
         self.initial = initial
         self.started = time.monotonic()
 

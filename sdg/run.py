@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,17 @@ from omegaconf import DictConfig, OmegaConf
 from sdg.client.errors import LLMClientError
 from sdg.config import ConfigError, RunConfig, register_configs
 from sdg.endpoints.process import EndpointStartError, sim_stats
+from sdg.execution.shard import EndpointUnusable
 from sdg.pipeline import Pipeline, PipelineResult
-from sdg.runtime import build_client, build_stage, fingerprint, resolve_api_key, start_endpoint, validate
+from sdg.runtime import (
+    build_client,
+    build_stage,
+    fingerprint,
+    preflight,
+    resolve_api_key,
+    start_endpoint,
+    validate,
+)
 
 __all__ = ["main", "run"]
 
@@ -31,6 +41,14 @@ log = logging.getLogger("sdg.run")
 EXIT_USER_ERROR = 2
 EXIT_TOO_MANY_FAILURES = 3
 EXIT_INTERRUPTED = 130
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during a run; carries the folder whose parts a resume picks up."""
+
+    def __init__(self, output_dir: Path) -> None:
+        super().__init__(str(output_dir))
+        self.output_dir = output_dir
 
 
 class TooManyFailures(RuntimeError):
@@ -75,6 +93,7 @@ def run_metrics(result: PipelineResult) -> dict[str, float]:
         "latency_p50_s": stats.latency_percentile(50),
         "latency_p95_s": stats.latency_percentile(95),
         "latency_p99_s": stats.latency_percentile(99),
+        **{f"num_status_{status}": count for status, count in sorted(stats.other_statuses.items())},
     }
 
 
@@ -110,7 +129,7 @@ def _tracker(cfg: RunConfig, launch_dir: Path):  # type: ignore[no-untyped-def]
 
 def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | None, launch_dir: Path) -> PipelineResult:
     """One run: everything the CLI does after Hydra composed the config."""
-    from sdg.execution.ray_executor import RayExecutor
+    from sdg.execution.ray_executor import RayExecutor, ensure_ray
     from sdg.tracking import flatten
 
     config = validate(cfg)
@@ -120,11 +139,18 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "fingerprint.json").write_text(json.dumps({"fingerprint": print_}))
     resolved_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
-    tracker = _tracker(cfg, launch_dir)
     status = "FAILED"
-    with start_endpoint(cfg.client, output_dir) as base_url:
+    with start_endpoint(cfg.client, output_dir) as base_url, ThreadPoolExecutor(1) as background:
         client = build_client(cfg.client, base_url)
         stage = build_stage(cfg, client, config)
+        warning = preflight(client, cfg.endpoint.model)
+        if warning:
+            log.warning("sdg: %s", warning)
+        pending_tracker = background.submit(
+            _tracker, cfg, launch_dir
+        )  # MLflow's import and DB open overlap Ray's start
+        ensure_ray(cfg.ray.address)
+        tracker = pending_tracker.result()
         try:
             if tracker:
                 tags = {"hydra.overrides": " ".join(overrides), "sdg.fingerprint": print_, "sdg.run_dir": str(run_dir)}
@@ -165,6 +191,9 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
                 tracker.log_artifact(output_dir / "config.resolved.yaml")
                 tracker.log_artifact(dataset_dir / "README.md")
             status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise Interrupted(output_dir) from None
         finally:
             if tracker:
                 tracker.end(status)
@@ -212,17 +241,18 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except (ConfigError, EndpointStartError) as exc:
         sys.stderr.write(f"sdg: error: {exc}\n")
         sys.exit(EXIT_USER_ERROR)
-    except LLMClientError as exc:
+    except (LLMClientError, EndpointUnusable) as exc:
         sys.stderr.write(f"sdg: error: {exc}\n")
         sys.exit(EXIT_USER_ERROR)
     except TooManyFailures as exc:
         sys.stderr.write(f"sdg: error: {exc}\n")
         sys.exit(EXIT_TOO_MANY_FAILURES)
-    except KeyboardInterrupt:
-        again = " ".join([*overrides, f"resume={run_dir}"])
+    except KeyboardInterrupt as exc:
+        output_dir = exc.output_dir if isinstance(exc, Interrupted) else run_dir
+        again = " ".join([*(o for o in overrides if not o.startswith("resume=")), f"resume={output_dir}"])
         sys.stderr.write(
             f"\nsdg: interrupted after {time.perf_counter() - started:.0f}s; finished samples are kept in "
-            f"{run_dir / 'parts'}. Resume with: python -m sdg.run {again}\n"
+            f"{output_dir / 'parts'}. Resume with: python -m sdg.run {again}\n"
         )
         sys.exit(EXIT_INTERRUPTED)
     return result.metrics.get("samples_per_s")

@@ -5,6 +5,7 @@ Everything here fails with `ConfigError` (one line: what is wrong, how to fix it
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -13,7 +14,14 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from sdg.client import AsyncOpenAIClient, GenerationConfig
+from sdg.client import (
+    APIConnectionError,
+    AsyncOpenAIClient,
+    AuthenticationError,
+    GenerationConfig,
+    LLMClientError,
+    PermissionDeniedError,
+)
 from sdg.client.openai_client import validate_base_url
 from sdg.config import ClientConfig, ConfigError, RunConfig
 from sdg.endpoints.process import ServerProcess, sim_command
@@ -26,6 +34,7 @@ __all__ = [
     "build_stage",
     "fingerprint",
     "generation_config",
+    "preflight",
     "resolve_api_key",
     "start_endpoint",
     "validate",
@@ -146,6 +155,26 @@ def build_stage(cfg: RunConfig, client: AsyncOpenAIClient, config: GenerationCon
         )
     except ValueError as exc:
         raise ConfigError(f"stage: {exc}") from None
+
+
+def preflight(client: AsyncOpenAIClient, model: str) -> str | None:
+    """Ask the endpoint for its models before starting Ray: a wrong URL or key fails in a second, not per sample.
+
+    Raises `LLMClientError` for an unreachable endpoint (after the client's retries) or a refused key. An
+    endpoint without GET /models (404 or the like) passes. Returns a warning when the model is not listed:
+    only a warning, as some servers (llama.cpp) serve any name they are asked for.
+    """
+    checker = AsyncOpenAIClient.from_settings(client.settings)  # its own stats: not counted as the run's requests
+    try:
+        models = asyncio.run(checker.list_models())
+    except (AuthenticationError, PermissionDeniedError, APIConnectionError):
+        raise
+    except LLMClientError:
+        return None
+    if models and model not in models:
+        shown = ", ".join(models[:10]) + (" ..." if len(models) > 10 else "")
+        return f"model {model!r} is not among the models {client.base_url} lists ({shown})"
+    return None
 
 
 def fingerprint(cfg: RunConfig) -> str:

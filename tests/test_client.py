@@ -235,3 +235,10 @@ def test_bad_constructor_arguments_fail_clearly() -> None:
         AsyncOpenAIClient(base_url="http://h/v1", max_concurrent_requests=0)
     with pytest.raises(TypeError, match="unsupported"):
         AsyncOpenAIClient(base_url="http://h/v1", http_client=object())
+
+
+async def test_list_models_and_its_errors(sim_factory) -> None:
+    sim = sim_factory(models=("a-model", "b-model"), api_key="k")
+    assert await _client(sim, api_key="k").list_models() == ["a-model", "b-model"]
+    with pytest.raises(AuthenticationError):
+        await _client(sim, api_key="wrong").list_models()

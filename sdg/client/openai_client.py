@@ -10,6 +10,7 @@ attempt. Errors are mapped to the typed tree in `sdg.client.errors`, named after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -235,17 +236,49 @@ class AsyncOpenAIClient(AsyncLLMClient):
     ) -> Completion:
         config = generation_config or GenerationConfig()
         payload = json.dumps({"model": model, "messages": messages, **config.request_body()}).encode()
-        state = await self._state()
         stats = self.stats
         stats.requests += 1
         started = time.perf_counter()
+
+        async def send(session: aiohttp.ClientSession) -> Completion:
+            return await self._send(session, payload, model, config.stream)
+
+        completion, attempts = await self._with_retries(send)
+        completion.latency_s = time.perf_counter() - started
+        completion.attempts = attempts
+        stats.successes += 1
+        stats.prompt_tokens += completion.prompt_tokens
+        stats.completion_tokens += completion.completion_tokens
+        stats.latencies_s.append(completion.latency_s)
+        return completion
+
+    async def list_models(self) -> list[str]:
+        """The model ids the endpoint serves (GET /models), with the same retries and errors as `complete`."""
+        url = f"{self.settings.base_url}/models"
+
+        async def send(session: aiohttp.ClientSession) -> list[str]:
+            async with self._translated(url), session.get(url, params=self.settings.default_query) as response:
+                body = _json_or_none(await response.read())
+                if response.status >= 400:
+                    raise self._status_error(response, body, url, model="")
+            try:
+                return [str(item["id"]) for item in body["data"]]
+            except (KeyError, TypeError) as exc:
+                raise MalformedResponseError(f"answer from {url} is not a model list ({exc!r})", url=url) from None
+
+        return (await self._with_retries(send))[0]
+
+    async def _with_retries(self, send: Callable[[aiohttp.ClientSession], Awaitable[T]]) -> tuple[T, int]:
+        """Run `send` inside the gate until it succeeds or the policy gives up; backoff happens outside the gate."""
+        state = await self._state()
+        stats = self.stats
         attempt = 0
         while True:
             attempt += 1
             try:
                 async with state.gate:
                     stats.attempts += 1
-                    completion = await self._send(state.session, payload, model, config.stream)
+                    return await send(state.session), attempt
             except LLMClientError as error:
                 self._count_error(error)
                 if not self.retry_policy.should_retry(error, attempt - 1):
@@ -266,14 +299,6 @@ class AsyncOpenAIClient(AsyncLLMClient):
                     self.retry_policy.max_retries + 1,
                 )
                 await asyncio.sleep(delay)
-                continue
-            completion.latency_s = time.perf_counter() - started
-            completion.attempts = attempt
-            stats.successes += 1
-            stats.prompt_tokens += completion.prompt_tokens
-            stats.completion_tokens += completion.completion_tokens
-            stats.latencies_s.append(completion.latency_s)
-            return completion
 
     def _count_error(self, error: LLMClientError) -> None:
         stats = self.stats
@@ -290,38 +315,48 @@ class AsyncOpenAIClient(AsyncLLMClient):
             if status is not None:
                 stats.other_statuses[status] += 1
 
-    async def _send(self, session: aiohttp.ClientSession, payload: bytes, model: str, stream: bool) -> Completion:
-        """One HTTP attempt, with transport failures translated to the client's error tree."""
+    def _status_error(self, response: aiohttp.ClientResponse, body: Any, url: str, model: str) -> LLMClientError:
+        return status_error(
+            response.status,
+            response.headers,
+            body,
+            url=url,
+            model=model,
+            base_url=self.settings.base_url,
+            api_key_env=None if self.settings.api_key is not None else self.settings.api_key_env,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _translated(self, url: str) -> AsyncIterator[None]:
+        """Transport failures as the client's own errors (the most specific one), cause kept."""
         try:
-            async with session.post(self._url, data=payload, params=self.settings.default_query) as response:
-                if response.status >= 400:
-                    raw = await response.read()
-                    raise status_error(
-                        response.status,
-                        response.headers,
-                        _json_or_none(raw),
-                        url=self._url,
-                        model=model,
-                        base_url=self.settings.base_url,
-                        api_key_env=None if self.settings.api_key is not None else self.settings.api_key_env,
-                    )
-                if stream:
-                    return await _read_stream(response, model, self._url)
-                return _parse_completion(_json_or_none(await response.read()), model, self._url)
+            yield
         except LLMClientError:
             raise
         except TimeoutError as exc:
             raise APITimeoutError(
-                f"no complete answer from {self._url} within {self.settings.timeout}s "
-                "(raise client timeout for slow endpoints)",
-                url=self._url,
+                f"no complete answer from {url} within {self.settings.timeout}s "
+                "(raise the client timeout for slow endpoints)",
+                url=url,
             ) from exc
         except aiohttp.ClientError as exc:
             raise APIConnectionError(
-                f"connection to {self._url} failed: {type(exc).__name__} {exc} "
+                f"connection to {url} failed: {type(exc).__name__} {exc} "
                 "(check that the endpoint is running and the base URL is right)",
-                url=self._url,
+                url=url,
             ) from exc
+
+    async def _send(self, session: aiohttp.ClientSession, payload: bytes, model: str, stream: bool) -> Completion:
+        """One HTTP attempt of a chat completion."""
+        async with (
+            self._translated(self._url),
+            session.post(self._url, data=payload, params=self.settings.default_query) as response,
+        ):
+            if response.status >= 400:
+                raise self._status_error(response, _json_or_none(await response.read()), self._url, model)
+            if stream:
+                return await _read_stream(response, model, self._url)
+            return _parse_completion(_json_or_none(await response.read()), model, self._url)
 
 
 def _json_or_none(raw: bytes) -> Any:

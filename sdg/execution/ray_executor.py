@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,20 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": True}
+    kwargs: dict[str, Any] = {
+        "address": address,
+        "include_dashboard": False,
+        "log_to_driver": True,
+        "logging_level": "WARNING",
+    }
     if address is None:
         kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+    # ray.init installs its own SIGTERM handler (abort with a core dump); keep the caller's clean shutdown.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if in_main_thread else None
     ray.init(**kwargs)
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _ShardWorker:
@@ -89,7 +101,10 @@ class RayExecutor(Executor):
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_S)
                 for ref in done:
-                    results.append(ray.get(ref))
+                    try:
+                        results.append(ray.get(ref))
+                    except ray.exceptions.RayTaskError as exc:
+                        raise exc.cause from None  # the worker's own error, not Ray's wrapper with its traceback
                     pending.pop(ref)
                 if on_progress:
                     self._report(actors, results, pending, on_progress)

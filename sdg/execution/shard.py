@@ -12,7 +12,27 @@ from sdg.client.stats import ClientStats
 from sdg.execution.parts import PartWriter
 from sdg.stages.base import GenerationStage
 
-__all__ = ["ShardProgress", "run_shard"]
+__all__ = ["EndpointUnusable", "ShardProgress", "run_shard"]
+
+# Errors that every other sample would hit too: stop the run instead of paying for N failures.
+FATAL_KINDS = frozenset({"auth", "permission", "not_found", "quota"})
+# Unreachable before anything succeeded: the endpoint is down or the URL is wrong, not a passing fault.
+UNREACHABLE_KINDS = frozenset({"connection", "timeout"})
+
+
+class EndpointUnusable(RuntimeError):
+    """The endpoint refuses every sample the same way (bad key, unknown model, down): the run stops early."""
+
+
+def _fatal_error(rows: list[dict], any_success: bool) -> str | None:
+    for row in rows:
+        error = row.get("error")
+        if not error:
+            continue
+        kind = error.split(":", 1)[0]
+        if kind in FATAL_KINDS or (kind in UNREACHABLE_KINDS and not any_success):
+            return error.split(": ", 1)[-1]
+    return None
 
 
 @dataclass
@@ -53,12 +73,18 @@ async def run_shard(
     async def worker(writer: PartWriter) -> None:
         for index in pending:
             rows = await stage.run_task(stage.make_task(index, run_seed))
+            fatal = _fatal_error(rows, progress.tasks_done > progress.tasks_failed)
+            if fatal is not None:
+                raise EndpointUnusable(fatal)
             writer.write(rows)
             progress.tasks_done += 1
             progress.tasks_failed += any(row.get("error") for row in rows)
 
     with PartWriter(part_path) as writer:
-        async with asyncio.TaskGroup() as group:  # one failing worker cancels the rest instead of orphaning them
-            for _ in range(min(_width(stage), len(indexes))):
-                group.create_task(worker(writer))
+        try:
+            async with asyncio.TaskGroup() as group:  # one failing worker cancels the rest instead of orphaning them
+                for _ in range(min(_width(stage), len(indexes))):
+                    group.create_task(worker(writer))
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None  # the first cause, as callers expect one exception
     return stage.client.stats

@@ -51,6 +51,8 @@ class GenerationStage(abc.ABC):
     """
 
     name: str = "generation"
+    # The column the generated text goes to; a stage whose input rows have a `text` column renames it.
+    text_column: str = "text"
 
     def __init__(
         self,
@@ -83,7 +85,8 @@ class GenerationStage(abc.ABC):
 
     def schema(self) -> pa.Schema:
         own = self.columns_schema()
-        common = [f for f in RECORD_SCHEMA if f.name not in own.names]
+        renamed = [f.with_name(self.text_column) if f.name == "text" else f for f in RECORD_SCHEMA]
+        common = [f for f in renamed if f.name not in own.names]
         return pa.schema(common[:1] + list(own) + common[1:])  # index first, then the stage's columns
 
     def request_seed(self, index: int, run_seed: int) -> int:
@@ -96,7 +99,7 @@ class GenerationStage(abc.ABC):
         try:
             completion = await self.client.complete(task.messages, self.model_name, config)
         except LLMClientError as error:
-            return [self._error_row(base, error)]
+            return [self._error_row(base, error, self.text_column)]
         return self._rows(base, completion)
 
     def _rows(self, base: dict[str, Any], completion: Completion) -> list[dict[str, Any]]:
@@ -106,7 +109,7 @@ class GenerationStage(abc.ABC):
             {
                 **base,
                 "choice": i,
-                "text": text,
+                self.text_column: text,
                 "finish_reason": completion.finish_reasons[i],
                 # Usage is per request; split it so that column sums equal what was billed.
                 "prompt_tokens": completion.prompt_tokens if i == 0 else 0,
@@ -119,11 +122,11 @@ class GenerationStage(abc.ABC):
         ]
 
     @staticmethod
-    def _error_row(base: dict[str, Any], error: LLMClientError) -> dict[str, Any]:
+    def _error_row(base: dict[str, Any], error: LLMClientError, text_column: str = "text") -> dict[str, Any]:
         return {
             **base,
             "choice": 0,
-            "text": None,
+            text_column: None,
             "finish_reason": None,
             "prompt_tokens": 0,
             "completion_tokens": 0,
