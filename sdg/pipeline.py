@@ -14,7 +14,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from sdg.client.stats import ClientStats
-from sdg.execution.base import Executor
+from sdg.execution.base import ExecutionReport, Executor
 from sdg.execution.parts import finished_indexes, part_files, read_rows
 from sdg.stages.base import GenerationStage
 
@@ -33,6 +33,7 @@ class PipelineResult:
     num_failed_samples: int
     parts_dir: Path
     metrics: dict[str, float] = field(default_factory=dict)
+    limiter_history: list[tuple[float, float, float]] = field(default_factory=list)
 
 
 def collect_dataset(parts_dir: Path, schema: pa.Schema, num_tasks: int) -> datasets.Dataset:
@@ -125,8 +126,10 @@ class Pipeline:
         bar = _ProgressBar(stage.num_tasks, stage.num_tasks - len(indexes), progress)
         started = time.perf_counter()
         try:
-            stats = (
-                executor.run(stage, indexes, seed, parts_dir, uuid.uuid4().hex[:8], bar) if indexes else ClientStats()
+            report = (
+                executor.run(stage, indexes, seed, parts_dir, uuid.uuid4().hex[:8], bar)
+                if indexes
+                else ExecutionReport(ClientStats())
             )
         finally:
             bar.close()
@@ -135,10 +138,11 @@ class Pipeline:
         num_failed = len({i for i, e in zip(dataset["index"], dataset["error"], strict=True) if e})
         return PipelineResult(
             dataset=dataset,
-            stats=stats,
+            stats=report.stats,
             wall_s=wall_s,
             num_tasks=stage.num_tasks,
             num_requested=len(indexes),
             num_failed_samples=num_failed,
             parts_dir=parts_dir,
+            limiter_history=report.limiter_history,
         )

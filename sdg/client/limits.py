@@ -1,50 +1,118 @@
-"""Bounding what one client sends: a cap on requests in flight and a pause after the server says 429."""
+"""Bounding what one client sends: requests in flight, request starts per second, and pauses after 429s.
+
+The gate is local to one event loop. Across Ray workers, a run-wide limiter (`sdg.execution.limiter`)
+resizes each worker's gate every lease period, so the limits mean the whole run, not each worker.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from dataclasses import dataclass, field
 from types import TracebackType
 
-__all__ = ["RequestGate"]
+__all__ = ["RateSignals", "RequestGate"]
 
 
 class RequestGate:
-    """Admits at most `max_in_flight` HTTP attempts at once, and none while paused.
+    """Admits an HTTP attempt when a slot is free, the pacing bucket has a token and no pause is on.
 
     A request backs off *outside* the gate, so a sleeping retry never holds a slot. `pause_for` is
-    called on a 429 with Retry-After: the server said the whole key is over its limit, so new
-    attempts from every task of this client wait, not just the one that was refused.
-    Bound to the event loop it is created on (the client keeps one per loop).
+    called on a 429 with Retry-After: the server said the whole key is over its limit, so new attempts
+    from every task of this client wait, not just the one that was refused. `resize` and `set_rate` let
+    a run-wide limiter hand this worker its share of the run's concurrency and request rate.
     """
 
-    def __init__(self, max_in_flight: int) -> None:
+    def __init__(self, max_in_flight: int, rate_per_s: float | None = None) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_concurrent_requests={max_in_flight} must be >= 1")
         self.max_in_flight = max_in_flight
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._loop = asyncio.get_running_loop()
-        self._resume_at = 0.0
         self.in_flight = 0
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Condition()
+        self._resume_at = 0.0
+        self._rate: float | None = None
+        self._tokens = 0.0
+        self._burst = 1.0
+        self._refilled_at = self._loop.time()
+        self.set_rate(rate_per_s)
 
     def pause_for(self, seconds: float) -> None:
         self._resume_at = max(self._resume_at, self._loop.time() + seconds)
 
-    async def _wait_while_paused(self) -> None:
-        while (remaining := self._resume_at - self._loop.time()) > 0:
-            await asyncio.sleep(remaining)
+    def resize(self, max_in_flight: int) -> None:
+        """Change the slot count (0 closes the gate for new attempts until resized again)."""
+        self.max_in_flight = max(0, max_in_flight)
+        self._wake()
+
+    def set_rate(self, rate_per_s: float | None, burst: float = 1.0) -> None:
+        """Pace attempt starts to `rate_per_s` (None: unpaced), allowing `burst` back-to-back starts."""
+        self._refill()
+        self._rate = rate_per_s if rate_per_s and rate_per_s > 0 else None
+        self._burst = max(burst, 1.0)
+        self._tokens = min(self._tokens, self._burst) if self._rate else 0.0
+        self._wake()
+
+    def _wake(self) -> None:
+        async def notify() -> None:
+            async with self._changed:
+                self._changed.notify_all()
+
+        self._loop.create_task(notify())
+
+    def _refill(self) -> None:
+        now = self._loop.time()
+        if self._rate is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._refilled_at) * self._rate)
+        self._refilled_at = now
+
+    def _wait_needed(self) -> float | None:
+        """0 when an attempt may start now, seconds to wait, or None to wait for a slot to free up."""
+        now = self._loop.time()
+        if now < self._resume_at:
+            return self._resume_at - now
+        if self.in_flight >= self.max_in_flight:
+            return None
+        if self._rate is not None:
+            self._refill()
+            if self._tokens < 1.0:
+                return (1.0 - self._tokens) / self._rate
+        return 0.0
 
     async def __aenter__(self) -> RequestGate:
-        while True:
-            await self._wait_while_paused()
-            await self._slots.acquire()
-            if self._resume_at <= self._loop.time():
-                break
-            self._slots.release()  # a 429 arrived while we queued: wait out the pause without a slot
-        self.in_flight += 1
+        async with self._changed:
+            while (wait := self._wait_needed()) != 0.0:
+                with contextlib.suppress(TimeoutError):  # a timed wait ends when a pause or token is due
+                    await asyncio.wait_for(self._changed.wait(), wait)
+            self.in_flight += 1
+            if self._rate is not None:
+                self._tokens -= 1.0
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.in_flight -= 1
-        self._slots.release()
+        async with self._changed:
+            self.in_flight -= 1
+            self._changed.notify(1)
+
+
+@dataclass
+class RateSignals:
+    """What the endpoint said about its limits since the last lease: read and reset by the run's limiter."""
+
+    status_429: int = 0
+    successes: int = 0
+    retry_after_s: float = 0.0
+    limit_requests: float | None = None  # x-ratelimit-limit-requests (per minute, as OpenAI sends it)
+    remaining_requests: float | None = None
+    reset_requests_s: float | None = None
+    tokens: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def take(self) -> RateSignals:
+        """This window's signals, leaving a fresh window behind (the header values carry over)."""
+        taken = RateSignals(**{k: getattr(self, k) for k in self.__dataclass_fields__ if k != "extra"})
+        self.status_429 = self.successes = self.tokens = 0
+        self.retry_after_s = 0.0
+        return taken

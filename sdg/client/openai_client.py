@@ -18,7 +18,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -35,8 +35,8 @@ from sdg.client.errors import (
     RateLimitError,
 )
 from sdg.client.generation import GenerationConfig
-from sdg.client.limits import RequestGate
-from sdg.client.retry import RetryPolicy, status_error
+from sdg.client.limits import RateSignals, RequestGate
+from sdg.client.retry import RetryPolicy, parse_duration, status_error
 from sdg.client.stats import ClientStats
 
 __all__ = ["AsyncOpenAIClient", "ClientSettings", "OpenAIClient"]
@@ -80,6 +80,9 @@ class ClientSettings:
     default_query: dict[str, str] | None = None
     organization: str | None = None
     project: str | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    adaptive_concurrency: bool = True
 
     def resolved_api_key(self) -> str | None:
         if self.api_key is not None:
@@ -108,7 +111,7 @@ class _LoopState:
         self.session = aiohttp.ClientSession(
             connector=connector, timeout=timeout, headers=settings.headers(), raise_for_status=False
         )
-        self.gate = RequestGate(settings.max_concurrent_requests)
+        self.gate = RequestGate(settings.max_concurrent_requests, settings.rpm / 60.0 if settings.rpm else None)
         self._closer: AsyncIterator[None] | None = None
 
     async def close_with_loop(self) -> None:
@@ -145,6 +148,9 @@ class AsyncOpenAIClient(AsyncLLMClient):
         timeout: float | None = 120,
         *,
         api_key_env: str | None = DEFAULT_API_KEY_ENV,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        adaptive_concurrency: bool = True,
         **openai_kwargs: Any,
     ) -> None:
         unknown = sorted(set(openai_kwargs) - set(_SUPPORTED_OPENAI_KWARGS))
@@ -167,6 +173,9 @@ class AsyncOpenAIClient(AsyncLLMClient):
             base_delay=base_delay,
             max_delay=max_delay,
             timeout=float(timeout) if timeout is not None else None,
+            rpm=rpm,
+            tpm=tpm,
+            adaptive_concurrency=adaptive_concurrency,
             **openai_kwargs,
         )
         self._setup()
@@ -181,6 +190,7 @@ class AsyncOpenAIClient(AsyncLLMClient):
     def _setup(self) -> None:
         self.retry_policy = RetryPolicy(self.settings.max_retries, self.settings.base_delay, self.settings.max_delay)
         self.stats = ClientStats()
+        self.rate_signals = RateSignals()
         self._url = f"{self.settings.base_url}/chat/completions"
         self._rng = random.Random()
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
@@ -220,6 +230,10 @@ class AsyncOpenAIClient(AsyncLLMClient):
         except (KeyError, RuntimeError):
             return None
 
+    async def current_gate(self) -> RequestGate:
+        """The gate of the running loop, created if needed (a run-wide limiter resizes it)."""
+        return (await self._state()).gate
+
     async def aclose(self) -> None:
         state = self._states.pop(asyncio.get_running_loop(), None)
         if state is not None:
@@ -250,6 +264,7 @@ class AsyncOpenAIClient(AsyncLLMClient):
         stats.prompt_tokens += completion.prompt_tokens
         stats.completion_tokens += completion.completion_tokens
         stats.latencies_s.append(completion.latency_s)
+        self.rate_signals.tokens += completion.prompt_tokens + completion.completion_tokens
         return completion
 
     async def list_models(self) -> list[str]:
@@ -278,7 +293,9 @@ class AsyncOpenAIClient(AsyncLLMClient):
             try:
                 async with state.gate:
                     stats.attempts += 1
-                    return await send(state.session), attempt
+                    result = await send(state.session)
+                self.rate_signals.successes += 1
+                return result, attempt
             except LLMClientError as error:
                 self._count_error(error)
                 if not self.retry_policy.should_retry(error, attempt - 1):
@@ -310,10 +327,19 @@ class AsyncOpenAIClient(AsyncLLMClient):
             stats.malformed += 1
         elif isinstance(error, RateLimitError):
             stats.status_429 += 1
+            self.rate_signals.status_429 += 1
+            self.rate_signals.retry_after_s = max(self.rate_signals.retry_after_s, error.retry_after or 0.0)
         else:
             status = getattr(error, "status_code", None)
             if status is not None:
                 stats.other_statuses[status] += 1
+
+    def _note_rate_headers(self, headers: Mapping[str, str]) -> None:
+        """Keep the endpoint's own account of its request limit, for the run-wide limiter to pace by."""
+        signals = self.rate_signals
+        signals.limit_requests = _float_or_none(headers.get("x-ratelimit-limit-requests"))
+        signals.remaining_requests = _float_or_none(headers.get("x-ratelimit-remaining-requests"))
+        signals.reset_requests_s = parse_duration(headers.get("x-ratelimit-reset-requests"))
 
     def _status_error(self, response: aiohttp.ClientResponse, body: Any, url: str, model: str) -> LLMClientError:
         return status_error(
@@ -352,11 +378,20 @@ class AsyncOpenAIClient(AsyncLLMClient):
             self._translated(self._url),
             session.post(self._url, data=payload, params=self.settings.default_query) as response,
         ):
+            if "x-ratelimit-limit-requests" in response.headers:
+                self._note_rate_headers(response.headers)
             if response.status >= 400:
                 raise self._status_error(response, _json_or_none(await response.read()), self._url, model)
             if stream:
                 return await _read_stream(response, model, self._url)
             return _parse_completion(_json_or_none(await response.read()), model, self._url)
+
+
+def _float_or_none(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _json_or_none(raw: bytes) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import random
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from sdg.client.errors import (
     ServerError,
 )
 
-__all__ = ["MAX_RETRY_AFTER_DELAY", "RetryPolicy", "parse_retry_after", "status_error"]
+__all__ = ["MAX_RETRY_AFTER_DELAY", "RetryPolicy", "parse_duration", "parse_retry_after", "status_error"]
 
 # A server asking for more than this is treated as asking for this much: a run should not stall for an hour.
 MAX_RETRY_AFTER_DELAY = 60.0
@@ -69,6 +70,23 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
         if parsed is None:
             return None
         return max(email.utils.mktime_tz(parsed) - (now if now is not None else time.time()), 0.0)
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str | None) -> float | None:
+    """OpenAI's reset durations ("120ms", "1.5s", "6m0s") in seconds; None if absent or unreadable."""
+    if not value:
+        return None
+    parts = _DURATION_PART.findall(value)
+    if not parts:
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return sum(float(number) * _DURATION_UNIT_S[unit] for number, unit in parts)
 
 
 def _should_retry_header(headers: Mapping[str, str]) -> bool | None:

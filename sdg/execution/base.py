@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdg.client.stats import ClientStats
 from sdg.stages.base import GenerationStage
 
-__all__ = ["Executor", "ProgressCallback", "part_path", "shard_indexes"]
+__all__ = ["ExecutionReport", "Executor", "ProgressCallback", "part_path", "shard_indexes"]
 
 # Called by executors about twice a second with the summed snapshot of all shards.
 ProgressCallback = Callable[[dict[str, float]], None]
+
+
+@dataclass
+class ExecutionReport:
+    """What an executor hands back: the workers' summed client stats and the run limiter's history."""
+
+    stats: ClientStats
+    limiter_history: list[tuple[float, float, float]] = field(default_factory=list)
 
 
 def shard_indexes(indexes: Sequence[int], num_shards: int) -> list[list[int]]:
@@ -37,5 +46,5 @@ class Executor(abc.ABC):
         parts_dir: Path,
         attempt_tag: str,
         on_progress: ProgressCallback | None = None,
-    ) -> ClientStats:
-        """Run the tasks of `indexes`; return the summed client stats of all workers."""
+    ) -> ExecutionReport:
+        """Run the tasks of `indexes` under one run-wide limiter; report stats and the limiter's history."""

@@ -8,8 +8,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from sdg.client.stats import ClientStats
-from sdg.execution.base import Executor, ProgressCallback, part_path
+from sdg.execution.base import ExecutionReport, Executor, ProgressCallback, part_path
+from sdg.execution.limiter import LimiterHandle, RunLimiter, limiter_settings_for
 from sdg.execution.shard import ShardProgress, run_shard
 from sdg.stages.base import GenerationStage
 
@@ -27,16 +27,19 @@ class LocalExecutor(Executor):
         parts_dir: Path,
         attempt_tag: str,
         on_progress: ProgressCallback | None = None,
-    ) -> ClientStats:
+    ) -> ExecutionReport:
         # A copy, as a Ray worker would get: fresh client stats and connections for this run.
         stage = pickle.loads(pickle.dumps(stage))
         progress = ShardProgress()
+        settings = limiter_settings_for(stage.client)
+        limiter = RunLimiter(settings) if settings else None
+        handle = LimiterHandle(limiter, settings.lease_period_s) if limiter and settings else None
         outcome: dict[str, object] = {}
 
         def target() -> None:
             try:
                 outcome["stats"] = asyncio.run(
-                    run_shard(stage, indexes, run_seed, part_path(parts_dir, attempt_tag, 0), progress)
+                    run_shard(stage, indexes, run_seed, part_path(parts_dir, attempt_tag, 0), progress, handle)
                 )
             except BaseException as exc:  # re-raised in the caller's thread
                 outcome["error"] = exc
@@ -49,4 +52,5 @@ class LocalExecutor(Executor):
                 on_progress(progress.snapshot(stage.client.stats))
         if "error" in outcome:
             raise outcome["error"]  # type: ignore[misc]
-        return outcome["stats"]  # type: ignore[return-value]
+        history = limiter.get_history() if limiter else []
+        return ExecutionReport(outcome["stats"], history)  # type: ignore[arg-type]

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from sdg.client.stats import ClientStats
-from sdg.execution.base import Executor, ProgressCallback, part_path, shard_indexes
+from sdg.execution.base import ExecutionReport, Executor, ProgressCallback, part_path, shard_indexes
+from sdg.execution.limiter import LimiterHandle, RunLimiter, limiter_settings_for
 from sdg.execution.shard import ShardProgress, run_shard
 from sdg.stages.base import GenerationStage
 
@@ -45,14 +46,18 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 class _ShardWorker:
     """A Ray actor running one shard; async, so `snapshot` answers while `run` is busy."""
 
-    def __init__(self, stage: GenerationStage, environment: Mapping[str, str]) -> None:
+    def __init__(
+        self, stage: GenerationStage, environment: Mapping[str, str], limiter: LimiterHandle | None, worker_id: str
+    ) -> None:
         # Secrets (the API key) arrive as arguments, held in memory only, never through runtime_env or files.
         os.environ.update(environment)
         self.stage = stage
         self.progress = ShardProgress()
+        self.limiter = limiter
+        self.worker_id = worker_id
 
     async def run(self, indexes: list[int], run_seed: int, path: str) -> ClientStats:
-        return await run_shard(self.stage, indexes, run_seed, Path(path), self.progress)
+        return await run_shard(self.stage, indexes, run_seed, Path(path), self.progress, self.limiter, self.worker_id)
 
     async def snapshot(self) -> dict[str, float]:
         return self.progress.snapshot(self.stage.client.stats)
@@ -85,19 +90,23 @@ class RayExecutor(Executor):
         parts_dir: Path,
         attempt_tag: str,
         on_progress: ProgressCallback | None = None,
-    ) -> ClientStats:
+    ) -> ExecutionReport:
         import ray
 
         ensure_ray(self.address)
         worker_cls = ray.remote(num_cpus=0, max_restarts=0)(_ShardWorker)
         shards = shard_indexes(indexes, self.num_workers)
-        actors = [worker_cls.remote(stage, self.environment) for _ in shards]
+        settings = limiter_settings_for(stage.client)
+        limiter = ray.remote(num_cpus=0)(RunLimiter).remote(settings) if settings else None
+        handle = LimiterHandle(limiter, settings.lease_period_s) if limiter and settings else None
+        actors = [worker_cls.remote(stage, self.environment, handle, str(i)) for i in range(len(shards))]
         try:
             pending = {
                 actor.run.remote(shard, run_seed, str(part_path(parts_dir, attempt_tag, i))): actor
                 for i, (actor, shard) in enumerate(zip(actors, shards, strict=True))
             }
             results: list[ClientStats] = []
+            snapshots: dict = {}
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_S)
                 for ref in done:
@@ -107,20 +116,28 @@ class RayExecutor(Executor):
                         raise exc.cause from None  # the worker's own error, not Ray's wrapper with its traceback
                     pending.pop(ref)
                 if on_progress:
-                    self._report(actors, results, pending, on_progress)
-            return sum(results, ClientStats())
+                    self._report(actors, results, pending, snapshots, on_progress)
+            history = ray.get(limiter.get_history.remote()) if limiter else []
+            return ExecutionReport(sum(results, ClientStats()), history)
         finally:
-            for actor in actors:
+            for actor in [*actors, *([limiter] if limiter else [])]:
                 ray.kill(actor)
 
     @staticmethod
-    def _report(actors: list, results: list[ClientStats], pending: dict, on_progress: ProgressCallback) -> None:
+    def _report(
+        actors: list, results: list[ClientStats], pending: dict, snapshots: dict, on_progress: ProgressCallback
+    ) -> None:
+        """Sum the latest snapshot of running workers and the final stats of finished ones; never blocks long."""
         import ray
 
-        snapshots = ray.get([actor.snapshot.remote() for actor in set(pending.values())])
+        running = list(set(pending.values()))
+        refs = {actor.snapshot.remote(): actor for actor in running}
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=POLL_S)
+        for ref in ready:
+            snapshots[refs[ref]] = ray.get(ref)
         total: dict[str, float] = {}
-        for snap in snapshots:
-            for key, value in snap.items():
+        for actor in running:
+            for key, value in snapshots.get(actor, {}).items():
                 total[key] = total.get(key, 0) + value
         for stats in results:
             total["attempts"] = total.get("attempts", 0) + stats.attempts

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from sdg.client.limits import RequestGate
 from sdg.client.stats import ClientStats
+from sdg.execution.limiter import LimiterHandle
 from sdg.execution.parts import PartWriter
 from sdg.stages.base import GenerationStage
 
@@ -59,14 +62,37 @@ def _width(stage: GenerationStage) -> int:
     return 2 * slots + 4
 
 
+async def _take_lease(limiter: LimiterHandle, worker_id: str, client: Any, gate: RequestGate, demand: int) -> None:
+    """Report what the endpoint said since the last lease; apply this worker's share of the run's limits."""
+    lease = await limiter.lease(worker_id, demand, client.rate_signals.take())
+    gate.resize(lease.slots)
+    gate.set_rate(lease.rate_per_s, burst=max(1.0, (lease.rate_per_s or 0.0) * limiter.period_s))
+    if lease.pause_s:
+        gate.pause_for(lease.pause_s)
+
+
+async def _follow_leases(
+    limiter: LimiterHandle, worker_id: str, client: Any, gate: RequestGate, remaining: Callable[[], int]
+) -> None:
+    ceiling = gate.max_in_flight
+    while True:
+        await asyncio.sleep(limiter.period_s)
+        await _take_lease(limiter, worker_id, client, gate, min(remaining(), ceiling))
+
+
 async def run_shard(
     stage: GenerationStage,
     indexes: Sequence[int],
     run_seed: int,
     part_path: Path,
     progress: ShardProgress | None = None,
+    limiter: LimiterHandle | None = None,
+    worker_id: str = "0",
 ) -> ClientStats:
-    """Run the tasks of `indexes`, appending each finished task's rows to `part_path` at once."""
+    """Run the tasks of `indexes`, appending each finished task's rows to `part_path` at once.
+
+    With a `limiter`, this shard's concurrency and rate follow its leases of the run-wide limits.
+    """
     progress = progress or ShardProgress()
     pending = iter(indexes)
 
@@ -80,11 +106,25 @@ async def run_shard(
             progress.tasks_done += 1
             progress.tasks_failed += any(row.get("error") for row in rows)
 
+    client = stage.client
+    shared = limiter is not None and hasattr(client, "rate_signals")
     with PartWriter(part_path) as writer:
         try:
             async with asyncio.TaskGroup() as group:  # one failing worker cancels the rest instead of orphaning them
-                for _ in range(min(_width(stage), len(indexes))):
-                    group.create_task(worker(writer))
+                if shared:
+                    assert limiter is not None
+                    gate = await client.current_gate()  # type: ignore[attr-defined]
+                    ceiling = gate.max_in_flight
+                    await _take_lease(limiter, worker_id, client, gate, min(len(indexes), ceiling))
+                    following = group.create_task(
+                        _follow_leases(limiter, worker_id, client, gate, lambda: len(indexes) - progress.tasks_done)
+                    )
+                workers = [group.create_task(worker(writer)) for _ in range(min(_width(stage), len(indexes)))]
+                if workers:
+                    await asyncio.wait(workers)
+                if shared:
+                    following.cancel()
+                    await limiter.lease(worker_id, 0, client.rate_signals.take())  # type: ignore[union-attr,attr-defined]
         except ExceptionGroup as failed:
             raise failed.exceptions[0] from None  # the first cause, as callers expect one exception
     return stage.client.stats

@@ -1,0 +1,202 @@
+"""One limit for the whole run: concurrency and request rate shared by every worker, adapted to 429s.
+
+A provider's limit belongs to the API key, not to a worker: 4 workers with 32 slots each would send 128 at
+once. Here `max_concurrent_requests` and `rpm`/`tpm` mean the run. Workers do not ask per request: every
+lease period (0.1 s) each worker sends its demand and what the endpoint told it (429s, Retry-After,
+x-ratelimit-* headers) and gets back its share: slots in flight, a request rate, and a pause.
+
+Adaptation (AIMD): a 429 cuts the run's concurrency by `decrease` and pauses everyone for Retry-After;
+without a known rate, the rate is set just under the goodput observed before the 429. Each clean window
+adds one slot and a little rate, never above the configured values. When the endpoint announces its limit
+(`x-ratelimit-limit-requests`), the run paces just under it and 429s mostly never happen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sdg.client.limits import RateSignals
+
+__all__ = ["Lease", "LimiterHandle", "LimiterSettings", "RunLimiter", "limiter_settings_for"]
+
+_HEADROOM = 0.97  # pace this far under an announced limit: leases are not perfectly synchronised
+_SLOW_START = 4
+
+
+@dataclass(frozen=True)
+class LimiterSettings:
+    """The run's limits (from the client's settings) and how the limiter adapts."""
+
+    max_concurrency: int
+    rpm: float | None = None
+    tpm: float | None = None
+    adaptive: bool = True
+    decrease: float = 0.75
+    clean_window_s: float = 1.0
+    lease_period_s: float = 0.1
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One worker's share until its next lease."""
+
+    slots: int
+    rate_per_s: float | None
+    pause_s: float
+
+
+class RunLimiter:
+    """The run-wide state behind the leases. Plain Python: a Ray actor in a cluster, an object in-process."""
+
+    def __init__(self, settings: LimiterSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._started = clock()
+        # Slow start (as TCP): a few slots, doubled every clean lease period until the first 429 or the
+        # maximum, so a run does not open with a burst of `max_concurrency` before it has heard any limit.
+        self.concurrency = (
+            float(min(settings.max_concurrency, _SLOW_START)) if settings.adaptive else float(settings.max_concurrency)
+        )
+        self._slow_start = settings.adaptive
+        self._last_double = self._started
+        self._ceiling = settings.rpm / 60.0 if settings.rpm else None  # requests/s never to exceed
+        self.rate: float | None = self._ceiling
+        self._pause_until = 0.0
+        self._last_cut = -1e9
+        self._last_raise = self._started
+        self._demand: dict[str, tuple[int, float]] = {}
+        self._successes: deque[tuple[float, int]] = deque()
+        self._tokens_per_request: float | None = None
+        self.history: list[tuple[float, float, float]] = []
+
+    def lease(self, worker: str, demand: int, signals: RateSignals) -> Lease:
+        now = self._clock()
+        self._demand[worker] = (max(demand, 0), now)
+        self._observe(now, signals)
+        self._record(now)
+        slots, share = self._share(worker, now)
+        rate = self.rate * share if self.rate is not None else None
+        return Lease(slots=slots, rate_per_s=rate, pause_s=max(0.0, self._pause_until - now))
+
+    def _observe(self, now: float, signals: RateSignals) -> None:
+        if signals.successes:
+            self._successes.append((now, signals.successes))
+        while self._successes and now - self._successes[0][0] > 2.0:
+            self._successes.popleft()
+        if signals.successes and signals.tokens:
+            per_request = signals.tokens / signals.successes
+            old = self._tokens_per_request
+            self._tokens_per_request = per_request if old is None else 0.8 * old + 0.2 * per_request
+        self._learn_ceiling(signals)
+        if signals.remaining_requests == 0 and signals.reset_requests_s:
+            self._pause_until = max(self._pause_until, now + signals.reset_requests_s)
+        if signals.status_429:
+            self._slow_start = False
+            self._on_429(now, signals.retry_after_s)
+        elif self._slow_start and now - self._last_double >= self.settings.lease_period_s:
+            self._last_double = now
+            self.concurrency = min(float(self.settings.max_concurrency), self.concurrency * 2)
+            self._slow_start = self.concurrency < self.settings.max_concurrency
+        elif now - max(self._last_cut, self._last_raise) >= self.settings.clean_window_s:
+            self._on_clean_window(now)
+
+    def _learn_ceiling(self, signals: RateSignals) -> None:
+        ceilings = [c for c in (self.settings.rpm and self.settings.rpm / 60.0,) if c]
+        if signals.limit_requests and not self.settings.rpm:
+            ceilings.append(signals.limit_requests / 60.0 * _HEADROOM)
+        if self.settings.tpm and self._tokens_per_request:
+            ceilings.append(self.settings.tpm / 60.0 / self._tokens_per_request)
+        if ceilings:
+            ceiling = min(ceilings)
+            if self._ceiling is None or abs(ceiling - self._ceiling) > 1e-9:
+                # An announced limit is the endpoint's own word: pace at it rather than at a guess from 429s.
+                self._ceiling = ceiling
+                self.rate = ceiling
+
+    def _goodput(self, now: float) -> float:
+        if not self._successes:
+            return 0.0
+        span = max(now - self._successes[0][0], self.settings.lease_period_s)
+        return sum(count for _, count in self._successes) / span
+
+    def _on_429(self, now: float, retry_after_s: float) -> None:
+        if retry_after_s:
+            self._pause_until = max(self._pause_until, now + retry_after_s)
+        if not self.settings.adaptive or now - self._last_cut < max(retry_after_s, self.settings.clean_window_s):
+            return  # one cut per congestion event, not one per 429 of the same burst
+        self._last_cut = now
+        self.concurrency = max(1.0, self.concurrency * self.settings.decrease)
+        goodput = self._goodput(now)
+        if goodput > 0:
+            target = goodput * self.settings.decrease if self.rate is None else self.rate * self.settings.decrease
+            self.rate = max(target, 0.5)
+
+    def _on_clean_window(self, now: float) -> None:
+        self._last_raise = now
+        if not self.settings.adaptive:
+            return
+        self.concurrency = min(float(self.settings.max_concurrency), self.concurrency + 1.0)
+        if self.rate is not None:
+            raised = self.rate * 1.05 + 0.1
+            self.rate = min(raised, self._ceiling) if self._ceiling is not None else raised
+            if self._ceiling is None and self.rate > 4 * max(self._goodput(now), 1.0):
+                self.rate = None  # far above what is used: stop pacing until the next 429
+
+    def _share(self, worker: str, now: float) -> tuple[int, float]:
+        """This worker's slots and fraction of the rate, by demand among workers seen recently."""
+        stale = 10 * self.settings.lease_period_s + 1.0
+        active = sorted(w for w, (d, seen) in self._demand.items() if d > 0 and now - seen <= stale)
+        demand = self._demand[worker][0]
+        if worker not in active:
+            return 0, 0.0
+        total = sum(self._demand[w][0] for w in active)
+        share = demand / total
+        budget = int(self.concurrency)
+        floors = {w: int(budget * self._demand[w][0] / total) for w in active}
+        spare = budget - sum(floors.values())
+        # The slots left by rounding go round the workers, one lease period each, so a run with fewer slots
+        # than workers still gives each worker its turn (all leases within one period agree on the order).
+        turn = int((now - self._started) / self.settings.lease_period_s) % len(active)
+        order = active[turn:] + active[:turn]
+        extra = 1 if worker in order[:spare] else 0
+        return min(demand, floors[worker] + extra), share
+
+    def _record(self, now: float) -> None:
+        elapsed = now - self._started
+        if not self.history or elapsed - self.history[-1][0] >= 0.5:
+            self.history.append((elapsed, self.concurrency, self.rate or 0.0))
+
+    def get_history(self) -> list[tuple[float, float, float]]:
+        """(seconds since start, concurrency, rate per second; 0 = unpaced), about every half second."""
+        return list(self.history)
+
+
+class LimiterHandle:
+    """How a worker reaches the run's limiter: a Ray actor handle or the object itself (in-process runs)."""
+
+    def __init__(self, target: Any, period_s: float) -> None:
+        self.target = target
+        self.period_s = period_s
+
+    async def lease(self, worker: str, demand: int, signals: RateSignals) -> Lease:
+        remote = getattr(self.target.lease, "remote", None)
+        if remote is not None:
+            return await remote(worker, demand, signals)
+        return self.target.lease(worker, demand, signals)
+
+
+def limiter_settings_for(client: Any) -> LimiterSettings | None:
+    """The run's limits from the client's settings; None for clients without them (no shared limiter)."""
+    settings = getattr(client, "settings", None)
+    if settings is None or not hasattr(settings, "max_concurrent_requests"):
+        return None
+    return LimiterSettings(
+        max_concurrency=settings.max_concurrent_requests,
+        rpm=getattr(settings, "rpm", None),
+        tpm=getattr(settings, "tpm", None),
+        adaptive=getattr(settings, "adaptive_concurrency", True),
+    )
