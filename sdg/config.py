@@ -20,7 +20,6 @@ __all__ = [
     "LocalServerConfig",
     "MlflowConfig",
     "OutputConfig",
-    "QAStageConfig",
     "RayConfig",
     "RunConfig",
     "SimServerConfig",
@@ -47,6 +46,8 @@ class SimServerConfig:
     p_reset: float = 0.0
     p_hang: float = 0.0
     p_malformed: float = 0.0
+    p_bad_json: float = 0.0
+    p_quota: float = 0.0
     seed: int = 0
 
 
@@ -101,17 +102,6 @@ class GenerationSection:
 
 
 @dataclass
-class QAStageConfig:
-    """`stage=qa_multilingual`: NeMo Curator's multilingual Q&A generation."""
-
-    name: str = "qa_multilingual"
-    prompt: str = "Generate a Q&A pair about science in {language}."
-    languages: list[str] = field(default_factory=lambda: ["English", "French", "German"])
-    num_samples: int = 20
-    system_prompt: str | None = None
-
-
-@dataclass
 class RayConfig:
     """`address`: null starts Ray locally; "auto" or "ray://host:port" joins a cluster."""
 
@@ -147,7 +137,8 @@ class RunConfig:
     client: ClientConfig = field(default_factory=ClientConfig)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     generation: GenerationSection = field(default_factory=GenerationSection)
-    stage: QAStageConfig = field(default_factory=QAStageConfig)
+    # Each stage has its own options (sdg.stages.factory checks them, naming the key at fault).
+    stage: Any = MISSING
     ray: RayConfig = field(default_factory=RayConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     output: OutputConfig = field(default_factory=OutputConfig)

@@ -17,6 +17,7 @@ from sdg.client.stats import ClientStats
 from sdg.execution.base import ExecutionReport, Executor
 from sdg.execution.parts import finished_indexes, part_files, read_rows
 from sdg.stages.base import GenerationStage
+from sdg.stages.filters import FilterStage
 
 __all__ = ["Pipeline", "PipelineResult", "collect_dataset"]
 
@@ -33,6 +34,8 @@ class PipelineResult:
     num_failed_samples: int
     parts_dir: Path
     metrics: dict[str, float] = field(default_factory=dict)
+    filter_counts: dict[str, int] = field(default_factory=dict)
+    parse_retries: int | None = None
     limiter_history: list[tuple[float, float, float]] = field(default_factory=list)
 
 
@@ -53,6 +56,8 @@ def collect_dataset(parts_dir: Path, schema: pa.Schema, num_tasks: int) -> datas
         rows.extend([choices[c] for c in sorted(choices)] if choices else [errors[index]])
     columns = schema.names
     features = datasets.Features.from_arrow_schema(schema)
+    if not rows:
+        return datasets.Dataset.from_dict({name: [] for name in columns}, features=features)
     return datasets.Dataset.from_list([{name: row.get(name) for name in columns} for row in rows], features=features)
 
 
@@ -82,18 +87,24 @@ class _ProgressBar:
 
 
 class Pipeline:
-    """An ordered list of stages; the first generates, later ones (filters) transform its dataset."""
+    """A generation stage, then filters over its dataset, in the order they were added."""
 
     def __init__(self, name: str = "pipeline") -> None:
         self.name = name
         self.stages: list[GenerationStage] = []
+        self.filters: list[FilterStage] = []
 
-    def add_stage(self, stage: GenerationStage) -> Pipeline:
-        if not isinstance(stage, GenerationStage):
-            raise TypeError(f"add_stage takes a stage, got {type(stage).__name__}")
-        if self.stages:
-            raise ValueError("this version runs one generation stage per pipeline")
-        self.stages.append(stage)
+    def add_stage(self, stage: GenerationStage | FilterStage) -> Pipeline:
+        if isinstance(stage, FilterStage):
+            if not self.stages:
+                raise ValueError("add the generation stage before its filters")
+            self.filters.append(stage)
+        elif isinstance(stage, GenerationStage):
+            if self.stages:
+                raise ValueError("a pipeline has one generation stage; add filters after it")
+            self.stages.append(stage)
+        else:
+            raise TypeError(f"add_stage takes a generation stage or a FilterStage, got {type(stage).__name__}")
         return self
 
     def run(self, executor: Executor | None = None, **kwargs: Any) -> datasets.Dataset:
@@ -136,6 +147,12 @@ class Pipeline:
         wall_s = time.perf_counter() - started
         dataset = collect_dataset(parts_dir, stage.schema(), stage.num_tasks)
         num_failed = len({i for i, e in zip(dataset["index"], dataset["error"], strict=True) if e})
+        parse_retries = sum(dataset["parse_retries"]) if "parse_retries" in dataset.column_names else None
+        filter_counts: dict[str, int] = {}
+        for stage_filter in self.filters:
+            dataset, counts = stage_filter.process(dataset)
+            for reason, count in counts.items():
+                filter_counts[reason] = filter_counts.get(reason, 0) + count
         return PipelineResult(
             dataset=dataset,
             stats=report.stats,
@@ -145,4 +162,6 @@ class Pipeline:
             num_failed_samples=num_failed,
             parts_dir=parts_dir,
             limiter_history=report.limiter_history,
+            filter_counts=filter_counts,
+            parse_retries=parse_retries,
         )

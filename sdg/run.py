@@ -41,6 +41,7 @@ log = logging.getLogger("sdg.run")
 EXIT_USER_ERROR = 2
 EXIT_TOO_MANY_FAILURES = 3
 EXIT_INTERRUPTED = 130
+_NOT_STARTED = "http://127.0.0.1:0/v1"  # stands in for the URL of an endpoint the run has yet to start
 
 
 class Interrupted(KeyboardInterrupt):
@@ -94,6 +95,8 @@ def run_metrics(result: PipelineResult) -> dict[str, float]:
         "latency_p95_s": stats.latency_percentile(95),
         "latency_p99_s": stats.latency_percentile(99),
         **{f"num_status_{status}": count for status, count in sorted(stats.other_statuses.items())},
+        **{f"num_filtered_{reason}": count for reason, count in sorted(result.filter_counts.items())},
+        **({"num_parse_retries": result.parse_retries} if result.parse_retries is not None else {}),
     }
 
 
@@ -134,7 +137,11 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
 
     config = validate(cfg)
     secrets = resolve_api_key(cfg.client)
-    print_ = fingerprint(cfg)
+    # The stage is built (and its options checked) before any server starts; its client is replaced once the
+    # endpoint's URL is known.
+    placeholder_client = build_client(cfg.client, cfg.client.base_url or _NOT_STARTED)
+    stage, filters = build_stage(cfg, placeholder_client, config, launch_dir)
+    print_ = fingerprint(cfg, stage)
     output_dir = _find_resume_dir(cfg.resume, print_, launch_dir) or run_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "fingerprint.json").write_text(json.dumps({"fingerprint": print_}))
@@ -142,7 +149,7 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
     status = "FAILED"
     with start_endpoint(cfg.client, output_dir) as base_url, ThreadPoolExecutor(1) as background:
         client = build_client(cfg.client, base_url)
-        stage = build_stage(cfg, client, config)
+        stage.client = client
         warning = preflight(client, cfg.endpoint.model)
         if warning:
             log.warning("sdg: %s", warning)
@@ -159,16 +166,15 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
                 params = flatten(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))  # type: ignore[arg-type]
                 tracker.start(cfg.name, params, tags)
             executor = RayExecutor(cfg.ray.num_workers, cfg.ray.address, environment=secrets)
-            result = (
-                Pipeline(cfg.name)
-                .add_stage(stage)
-                .run_detailed(
-                    executor,
-                    seed=cfg.seed,
-                    output_dir=output_dir,
-                    resume=output_dir != run_dir,
-                    progress=cfg.output.progress,
-                )
+            pipeline = Pipeline(cfg.name).add_stage(stage)
+            for stage_filter in filters:
+                pipeline.add_stage(stage_filter)
+            result = pipeline.run_detailed(
+                executor,
+                seed=cfg.seed,
+                output_dir=output_dir,
+                resume=output_dir != run_dir,
+                progress=cfg.output.progress,
             )
             result.metrics = run_metrics(result)
             if cfg.client.kind == "sim":  # what the endpoint itself counted, to check the client's counts against
@@ -275,7 +281,7 @@ def one_line(error: BaseException) -> str:
         else:
             parts.append(stripped.rstrip("."))
     message = "; ".join(parts)
-    if " not in '" in message:
+    if " not in '" in message or "not in struct" in message:
         message += " (list the valid keys with: python -m sdg.run --cfg job)"
     return message
 

@@ -13,6 +13,9 @@ import os
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
 
 from sdg.client import (
     APIConnectionError,
@@ -26,8 +29,11 @@ from sdg.client.openai_client import validate_base_url
 from sdg.config import ClientConfig, ConfigError, RunConfig
 from sdg.endpoints.process import ServerProcess, sim_command
 from sdg.output import EXPORT_FORMATS
-from sdg.stages import QAMultilingualSyntheticStage
 from sdg.stages.base import GenerationStage
+from sdg.stages.factory import build_stages
+from sdg.stages.filters import FilterStage
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = [
     "build_client",
@@ -36,6 +42,7 @@ __all__ = [
     "generation_config",
     "preflight",
     "resolve_api_key",
+    "stage_options",
     "start_endpoint",
     "validate",
 ]
@@ -77,13 +84,6 @@ def validate(cfg: RunConfig) -> GenerationConfig:
     if not cfg.endpoint.model:
         raise ConfigError("endpoint.model is empty: name the model to query, e.g. endpoint.model=<model id>")
     config = generation_config(cfg)
-    stage = cfg.stage
-    if stage.num_samples < 0:
-        raise ConfigError(f"stage.num_samples={stage.num_samples} must be >= 0")
-    if "{language}" not in stage.prompt:
-        raise ConfigError("stage.prompt must contain the placeholder {language}, e.g. 'A Q&A pair in {language}.'")
-    if not stage.languages or not all(str(lang).strip() for lang in stage.languages):
-        raise ConfigError("stage.languages is empty: give at least one, e.g. 'stage.languages=[English,French]'")
     if cfg.ray.num_workers < 1:
         raise ConfigError(f"ray.num_workers={cfg.ray.num_workers} must be >= 1")
     if not 0.0 <= cfg.output.max_failed_share <= 1.0:
@@ -142,19 +142,34 @@ def build_client(client: ClientConfig, base_url: str) -> AsyncOpenAIClient:
     )
 
 
-def build_stage(cfg: RunConfig, client: AsyncOpenAIClient, config: GenerationConfig) -> GenerationStage:
+def stage_options(cfg: RunConfig) -> dict[str, Any]:
+    """The `stage` group as a plain mapping (OmegaConf containers resolved)."""
+    stage = cfg.stage
+    if isinstance(stage, DictConfig):
+        return OmegaConf.to_container(stage, resolve=True)  # type: ignore[return-value]
+    return dict(stage)
+
+
+def build_stage(
+    cfg: RunConfig, client: AsyncOpenAIClient, config: GenerationConfig, base_dir: Path
+) -> tuple[GenerationStage, list[FilterStage]]:
+    """The generation stage and filters of `cfg.stage`; relative input paths are taken from `base_dir`."""
+    options = stage_options(cfg)
+    source = options.get("input")
+    if isinstance(source, dict) and source.get("path") and not Path(source["path"]).is_absolute():
+        # Relative to where the command runs; the project's own sample data also from the project root.
+        here, project = base_dir / source["path"], PROJECT_ROOT / source["path"]
+        source["path"] = str(here if here.exists() or not project.exists() else project)
     try:
-        return QAMultilingualSyntheticStage(
-            prompt=cfg.stage.prompt,
-            languages=list(cfg.stage.languages),
+        return build_stages(
+            options,
             client=client,
             model_name=cfg.endpoint.model,
-            num_samples=cfg.stage.num_samples,
             generation_config=config,
-            system_prompt=cfg.stage.system_prompt,
+            base_dir=base_dir,
         )
     except ValueError as exc:
-        raise ConfigError(f"stage: {exc}") from None
+        raise ConfigError(str(exc)) from None
 
 
 def preflight(client: AsyncOpenAIClient, model: str) -> str | None:
@@ -177,12 +192,26 @@ def preflight(client: AsyncOpenAIClient, model: str) -> str | None:
     return None
 
 
-def fingerprint(cfg: RunConfig) -> str:
-    """What determines the output (stage, model, generation, seed), not how fast it is made."""
+def fingerprint(cfg: RunConfig, stage: GenerationStage) -> str:
+    """What determines the output (stage options and input, model, generation, seed), not how fast it is made."""
     determined = {
-        "stage": asdict(cfg.stage),
+        "stage": stage_options(cfg),
+        "input": _input_digest(getattr(stage, "input_path", None)),
         "model": cfg.endpoint.model,
         "generation": asdict(cfg.generation),
         "seed": cfg.seed,
     }
     return hashlib.sha256(json.dumps(determined, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _input_digest(path: Path | None) -> str | None:
+    """A digest of an input file or save_to_disk folder, so a resume never mixes two inputs."""
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()):
+        digest.update(file.name.encode())
+        with open(file, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

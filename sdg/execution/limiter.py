@@ -21,7 +21,7 @@ from typing import Any
 
 from sdg.client.limits import RateSignals
 
-__all__ = ["Lease", "LimiterHandle", "LimiterSettings", "RunLimiter", "limiter_settings_for"]
+__all__ = ["Lease", "LimiterHandle", "LimiterSettings", "RunLimiter", "limiter_settings_for", "water_fill"]
 
 _HEADROOM = 0.97  # pace this far under an announced limit: leases are not perfectly synchronised
 _SLOW_START = 4
@@ -69,16 +69,32 @@ class RunLimiter:
         self._last_cut = -1e9
         self._last_raise = self._started
         self._demand: dict[str, tuple[int, float]] = {}
+        self._granted: dict[str, int] = {}
+        self._in_flight: dict[str, int] = {}
+        self._stale_s = 10 * settings.lease_period_s + 1.0  # a worker silent this long has died or finished
         self._successes: deque[tuple[float, int]] = deque()
         self._tokens_per_request: float | None = None
         self.history: list[tuple[float, float, float]] = []
 
-    def lease(self, worker: str, demand: int, signals: RateSignals) -> Lease:
+    def lease(self, worker: str, demand: int, signals: RateSignals, in_flight: int = 0) -> Lease:
+        """This worker's share until its next lease; `in_flight` is what it has outstanding now.
+
+        Slots held by others (their grant, or their in-flight requests if more) are never handed out
+        again, so the run's requests in flight never exceed its concurrency, even while shares move.
+        """
         now = self._clock()
         self._demand[worker] = (max(demand, 0), now)
         self._observe(now, signals)
         self._record(now)
-        slots, share = self._share(worker, now)
+        fair, share = self._share(worker, now)
+        held_by_others = sum(
+            max(self._granted.get(w, 0), self._in_flight.get(w, 0))
+            for w, (_, seen) in self._demand.items()
+            if w != worker and now - seen <= self._stale_s
+        )
+        slots = max(0, min(fair, int(self.concurrency) - held_by_others))
+        self._granted[worker] = slots
+        self._in_flight[worker] = in_flight
         rate = self.rate * share if self.rate is not None else None
         return Lease(slots=slots, rate_per_s=rate, pause_s=max(0.0, self._pause_until - now))
 
@@ -147,23 +163,16 @@ class RunLimiter:
                 self.rate = None  # far above what is used: stop pacing until the next 429
 
     def _share(self, worker: str, now: float) -> tuple[int, float]:
-        """This worker's slots and fraction of the rate, by demand among workers seen recently."""
-        stale = 10 * self.settings.lease_period_s + 1.0
-        active = sorted(w for w, (d, seen) in self._demand.items() if d > 0 and now - seen <= stale)
-        demand = self._demand[worker][0]
-        if worker not in active:
+        """This worker's fair slots (max-min fair by demand) and its fraction of the run's rate."""
+        demands = {w: d for w, (d, seen) in self._demand.items() if d > 0 and now - seen <= self._stale_s}
+        if worker not in demands:
             return 0, 0.0
-        total = sum(self._demand[w][0] for w in active)
-        share = demand / total
-        budget = int(self.concurrency)
-        floors = {w: int(budget * self._demand[w][0] / total) for w in active}
-        spare = budget - sum(floors.values())
         # The slots left by rounding go round the workers, one lease period each, so a run with fewer slots
         # than workers still gives each worker its turn (all leases within one period agree on the order).
-        turn = int((now - self._started) / self.settings.lease_period_s) % len(active)
-        order = active[turn:] + active[:turn]
-        extra = 1 if worker in order[:spare] else 0
-        return min(demand, floors[worker] + extra), share
+        turn = int((now - self._started) / self.settings.lease_period_s)
+        fair = water_fill(int(self.concurrency), demands, turn)
+        total = sum(fair.values())
+        return fair[worker], (fair[worker] / total if total else 1.0 / len(demands))
 
     def _record(self, now: float) -> None:
         elapsed = now - self._started
@@ -182,11 +191,11 @@ class LimiterHandle:
         self.target = target
         self.period_s = period_s
 
-    async def lease(self, worker: str, demand: int, signals: RateSignals) -> Lease:
+    async def lease(self, worker: str, demand: int, signals: RateSignals, in_flight: int = 0) -> Lease:
         remote = getattr(self.target.lease, "remote", None)
         if remote is not None:
-            return await remote(worker, demand, signals)
-        return self.target.lease(worker, demand, signals)
+            return await remote(worker, demand, signals, in_flight)
+        return self.target.lease(worker, demand, signals, in_flight)
 
 
 def limiter_settings_for(client: Any) -> LimiterSettings | None:
@@ -200,3 +209,28 @@ def limiter_settings_for(client: Any) -> LimiterSettings | None:
         tpm=getattr(settings, "tpm", None),
         adaptive=getattr(settings, "adaptive_concurrency", True),
     )
+
+
+def water_fill(budget: int, demands: dict[str, int], turn: int = 0) -> dict[str, int]:
+    """Max-min fair split of `budget` slots: nobody gets more than it asks, the rest share equally.
+
+    Slots that do not divide evenly go to the unsatisfied workers in an order rotated by `turn`.
+    """
+    given = dict.fromkeys(demands, 0)
+    wanting = {w: d for w, d in demands.items() if d > 0}
+    left = budget
+    while left >= len(wanting) > 0:
+        each = left // len(wanting)
+        for w in list(wanting):
+            take = min(each, wanting[w])
+            given[w] += take
+            wanting[w] -= take
+            left -= take
+            if wanting[w] == 0:
+                del wanting[w]
+    order = sorted(wanting)
+    if order:
+        start = turn % len(order)
+        for w in (order[start:] + order[:start])[:left]:
+            given[w] += 1
+    return given

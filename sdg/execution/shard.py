@@ -64,7 +64,7 @@ def _width(stage: GenerationStage) -> int:
 
 async def _take_lease(limiter: LimiterHandle, worker_id: str, client: Any, gate: RequestGate, demand: int) -> None:
     """Report what the endpoint said since the last lease; apply this worker's share of the run's limits."""
-    lease = await limiter.lease(worker_id, demand, client.rate_signals.take())
+    lease = await limiter.lease(worker_id, demand, client.rate_signals.take(), gate.in_flight)
     gate.resize(lease.slots)
     gate.set_rate(lease.rate_per_s, burst=max(1.0, (lease.rate_per_s or 0.0) * limiter.period_s))
     if lease.pause_s:
@@ -74,7 +74,7 @@ async def _take_lease(limiter: LimiterHandle, worker_id: str, client: Any, gate:
 async def _follow_leases(
     limiter: LimiterHandle, worker_id: str, client: Any, gate: RequestGate, remaining: Callable[[], int]
 ) -> None:
-    ceiling = gate.max_in_flight
+    ceiling = client.settings.max_concurrent_requests  # not the gate's size: leases shrink that
     while True:
         await asyncio.sleep(limiter.period_s)
         await _take_lease(limiter, worker_id, client, gate, min(remaining(), ceiling))
@@ -107,14 +107,14 @@ async def run_shard(
             progress.tasks_failed += any(row.get("error") for row in rows)
 
     client = stage.client
-    shared = limiter is not None and hasattr(client, "rate_signals")
+    shared = limiter is not None and hasattr(client, "rate_signals") and hasattr(client, "settings")
     with PartWriter(part_path) as writer:
         try:
             async with asyncio.TaskGroup() as group:  # one failing worker cancels the rest instead of orphaning them
                 if shared:
                     assert limiter is not None
                     gate = await client.current_gate()  # type: ignore[attr-defined]
-                    ceiling = gate.max_in_flight
+                    ceiling = client.settings.max_concurrent_requests  # type: ignore[attr-defined]
                     await _take_lease(limiter, worker_id, client, gate, min(len(indexes), ceiling))
                     following = group.create_task(
                         _follow_leases(limiter, worker_id, client, gate, lambda: len(indexes) - progress.tasks_done)

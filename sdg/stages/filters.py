@@ -124,7 +124,7 @@ class FilterStage:
             verdicts.append(earlier or reason)
         if self.action == "drop":
             kept = [i for i, (verdict, earlier) in enumerate(zip(verdicts, flagged, strict=True)) if verdict == earlier]
-            return dataset.select(kept).flatten_indices(), counts
+            return dataset.select(kept), counts
         if FILTERED_BY in dataset.column_names:
             dataset = dataset.remove_columns(FILTERED_BY)
         return dataset.add_column(FILTERED_BY, verdicts, feature=datasets.Value("string")), counts
