@@ -25,7 +25,8 @@ Per run, one line:
   goodput/R   successful requests / wall time of the batch, as a fraction of R (1.00 = the limit, used fully)
   429 share   the sim's r429 / requests: the share of all HTTP attempts that were refused
   p95 s       end-to-end latency of successful requests, retries and backoff included (baseline: from
-              taking the semaphore; sdg: the dataset's `latency_s`, from entering `complete`)
+              taking the semaphore; sdg: the dataset's `latency_s`, from entering `complete`, so it also
+              counts the wait at the client's gate: a worker runs 2*32+4 tasks, and a paced gate queues them)
   failed      requests that never succeeded (out of retries, or cut by the wall-clock cap)
   inflight    the peak concurrency the sim saw (`max_inflight`)
 Wall time includes starting the workers (spawned processes / Ray actors; Ray itself is started beforehand).

@@ -74,6 +74,9 @@ class ClientConfig:
     base_delay: float = 1.0
     max_delay: float = 60.0
     timeout: float = 120.0
+    rpm: float | None = None  # requests per minute for the whole run (None: learn from the endpoint)
+    tpm: float | None = None  # tokens per minute for the whole run
+    adaptive_concurrency: bool = True  # cut on 429, grow back after clean windows
     sim: SimServerConfig = field(default_factory=SimServerConfig)
     local: LocalServerConfig = field(default_factory=LocalServerConfig)
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import datasets
 import pyarrow as pa
+import pyarrow.json as pa_json
+from datasets.table import InMemoryTable
 from tqdm.auto import tqdm
 
 from sdg.client.stats import ClientStats
@@ -39,26 +41,50 @@ class PipelineResult:
     limiter_history: list[tuple[float, float, float]] = field(default_factory=list)
 
 
+def _read_part(path: Path, schema: pa.Schema) -> pa.Table:
+    """One part file as an Arrow table; a line cut by a crash (or any unparsable line) is skipped."""
+    data = path.read_bytes()
+    data = data[: data.rfind(b"\n") + 1]  # the last line is complete only if it ends with a newline
+    if not data:
+        return schema.empty_table()
+    options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    try:
+        return pa_json.read_json(pa.BufferReader(data), parse_options=options)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        # A resumed part holds a cut line mid-file, or a column Arrow cannot read from JSON: go row by row.
+        return pa.Table.from_pylist(list(read_rows([path])), schema=schema)
+
+
+def _rows_to_keep(table: pa.Table, num_tasks: int) -> pa.Array:
+    """Positions of one set of rows per index: its successful rows (last per choice), else its last error."""
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "index": table["index"].to_numpy(zero_copy_only=False),
+            "choice": table["choice"].fill_null(0).to_numpy(zero_copy_only=False),
+            "failed": table["error"].is_valid().to_numpy(zero_copy_only=False),
+        }
+    )
+    frame["position"] = range(len(frame))
+    frame = frame[frame["index"] < num_tasks]
+    succeeded = frame[~frame["failed"]].drop_duplicates(["index", "choice"], keep="last")
+    failed = frame[frame["failed"] & ~frame["index"].isin(succeeded["index"])].drop_duplicates("index", keep="last")
+    kept = pd.concat([succeeded, failed]).sort_values(["index", "choice"])
+    return pa.array(kept["position"].to_numpy())
+
+
 def collect_dataset(parts_dir: Path, schema: pa.Schema, num_tasks: int) -> datasets.Dataset:
-    """One set of rows per index, ordered by index and choice: its successful rows, else its last error row."""
-    successes: dict[int, dict[int, dict[str, Any]]] = {}
-    errors: dict[int, dict[str, Any]] = {}
-    for row in read_rows(part_files(parts_dir)):
-        if row["index"] >= num_tasks:
-            continue
-        if row.get("error"):
-            errors[row["index"]] = row
-        else:
-            successes.setdefault(row["index"], {})[row.get("choice", 0)] = row
-    rows: list[dict[str, Any]] = []
-    for index in sorted(successes.keys() | errors.keys()):
-        choices = successes.get(index)
-        rows.extend([choices[c] for c in sorted(choices)] if choices else [errors[index]])
-    columns = schema.names
+    """One set of rows per index, ordered by index and choice: its successful rows, else its last error row.
+
+    Parts are read into Arrow, not Python objects: the driver holds about the dataset's own size, not
+    several times it (100k rows took ~17x the dataset as dicts).
+    """
+    tables = [_read_part(path, schema) for path in part_files(parts_dir)]
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    table = table.take(_rows_to_keep(table, num_tasks)) if len(table) else table
     features = datasets.Features.from_arrow_schema(schema)
-    if not rows:
-        return datasets.Dataset.from_dict({name: [] for name in columns}, features=features)
-    return datasets.Dataset.from_list([{name: row.get(name) for name in columns} for row in rows], features=features)
+    return datasets.Dataset(InMemoryTable(table.cast(schema)), info=datasets.DatasetInfo(features=features))
 
 
 class _ProgressBar:

@@ -193,6 +193,12 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
             (output_dir / "config.resolved.yaml").write_text(resolved_yaml)
             if tracker:
                 tracker.log_metrics(result.metrics)
+                tracker.log_steps(  # the run-wide limiter over time; step = milliseconds since the start
+                    [
+                        (int(elapsed * 1000), {"limiter_concurrency": concurrency, "limiter_rate_per_s": rate})
+                        for elapsed, concurrency, rate in result.limiter_history
+                    ]
+                )
                 tracker.log_artifact(output_dir / "metrics.json")
                 tracker.log_artifact(output_dir / "config.resolved.yaml")
                 tracker.log_artifact(dataset_dir / "README.md")

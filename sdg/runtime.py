@@ -67,6 +67,10 @@ def _check_client(client: ClientConfig) -> None:
         raise ConfigError(f"client.max_retries={client.max_retries} must be >= 0")
     if client.timeout <= 0:
         raise ConfigError(f"client.timeout={client.timeout} must be > 0 seconds")
+    for name in ("rpm", "tpm"):
+        value = getattr(client, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"client.{name}={value} must be > 0 (or null for no limit)")
     if client.base_delay < 0 or client.max_delay < 0:
         raise ConfigError("client.base_delay and client.max_delay must be >= 0 seconds")
     if client.kind == "remote":
@@ -139,6 +143,9 @@ def build_client(client: ClientConfig, base_url: str) -> AsyncOpenAIClient:
         max_delay=client.max_delay,
         timeout=client.timeout,
         api_key_env=client.api_key_env,
+        rpm=client.rpm,
+        tpm=client.tpm,
+        adaptive_concurrency=client.adaptive_concurrency,
     )
 
 

@@ -51,23 +51,31 @@ def test_fewer_slots_than_workers_take_turns() -> None:
     assert all(count > 0 for count in granted.values())
 
 
-def test_slow_start_then_429_cuts_and_pauses_then_clean_windows_grow() -> None:
+def test_slow_start_then_a_congested_window_cuts_and_pauses_then_clean_windows_grow() -> None:
     limiter, clock = _limiter()
     assert limiter.lease("a", 32, RateSignals()).slots == 4
     for _ in range(3):
         clock.now += 0.1
-        limiter.lease("a", 32, RateSignals(successes=10))
+        limiter.lease("a", 32, RateSignals(attempts=10, successes=10))
     assert limiter.concurrency == 32
     clock.now += 0.1
-    lease = limiter.lease("a", 32, RateSignals(status_429=3, successes=5, retry_after_s=2.0))
-    assert limiter.concurrency == 24 and lease.pause_s == 2.0
-    assert limiter.rate is not None and limiter.rate > 0  # paced from the goodput seen before the 429
-    clock.now += 0.1
-    limiter.lease("a", 32, RateSignals(status_429=5))  # same congestion event: no second cut
+    lease = limiter.lease("a", 32, RateSignals(attempts=10, status_429=9, successes=1, retry_after_s=2.0))
+    assert lease.pause_s == 2.0  # everyone waits at once; the cut comes when the window closes
+    clock.now += 0.7
+    limiter.lease("a", 32, RateSignals(attempts=2, status_429=2))
     assert limiter.concurrency == 24
-    clock.now += 2.5
-    limiter.lease("a", 32, RateSignals(successes=20))
+    assert limiter.rate is not None and limiter.rate > 0  # paced from the goodput seen before
+    clock.now += 1.1
+    limiter.lease("a", 32, RateSignals(attempts=20, successes=20))
     assert limiter.concurrency == 25
+
+
+def test_a_few_random_429s_do_not_spiral_the_run_down() -> None:
+    limiter, clock = _limiter()
+    for _ in range(100):  # 10 s with 10% of attempts refused at random, as an overloaded upstream does
+        clock.now += 0.1
+        limiter.lease("a", 32, RateSignals(attempts=20, status_429=2, successes=18))
+    assert limiter.concurrency == 32 and limiter.rate is None
 
 
 def test_an_announced_limit_sets_the_pace() -> None:

@@ -74,6 +74,13 @@ def test_run_against_sim_writes_dataset_and_mlflow_run(tmp_path: Path) -> None:
     assert metrics["num_attempts"] == metrics["sim_requests"]
     assert run.data.tags["hydra.overrides"].startswith("client=sim stage.num_samples=40")
     assert run.info.status == "FINISHED"
+    import mlflow
+
+    history = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}").get_metric_history(
+        run.info.run_id, "limiter_concurrency"
+    )
+    assert history and all(1 <= point.value <= 32 for point in history)
+    assert [point.step for point in history] == sorted(point.step for point in history)
     assert "dataset:" in done.stdout and "mlflow ui" in done.stdout
 
 

@@ -7,7 +7,7 @@ resizes each worker's gate every lease period, so the limits mean the whole run,
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -15,12 +15,14 @@ __all__ = ["RateSignals", "RequestGate"]
 
 
 class RequestGate:
-    """Admits an HTTP attempt when a slot is free, the pacing bucket has a token and no pause is on.
+    """Admits HTTP attempts in arrival order when a slot is free, the pacing bucket has a token and no pause is on.
 
     A request backs off *outside* the gate, so a sleeping retry never holds a slot. `pause_for` is
     called on a 429 with Retry-After: the server said the whole key is over its limit, so new attempts
     from every task of this client wait, not just the one that was refused. `resize` and `set_rate` let
     a run-wide limiter hand this worker its share of the run's concurrency and request rate.
+    First come, first served (a queue of futures, as asyncio.Semaphore keeps): under pacing, a request
+    waits about as long as the queue ahead of it, and no request waits for ever.
     """
 
     def __init__(self, max_in_flight: int, rate_per_s: float | None = None) -> None:
@@ -29,7 +31,8 @@ class RequestGate:
         self.max_in_flight = max_in_flight
         self.in_flight = 0
         self._loop = asyncio.get_running_loop()
-        self._changed = asyncio.Condition()
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
         self._resume_at = 0.0
         self._rate: float | None = None
         self._tokens = 0.0
@@ -37,13 +40,17 @@ class RequestGate:
         self._refilled_at = self._loop.time()
         self.set_rate(rate_per_s)
 
+    @property
+    def waiting(self) -> int:
+        return sum(1 for waiter in self._waiters if not waiter.done())
+
     def pause_for(self, seconds: float) -> None:
         self._resume_at = max(self._resume_at, self._loop.time() + seconds)
 
     def resize(self, max_in_flight: int) -> None:
         """Change the slot count (0 closes the gate for new attempts until resized again)."""
         self.max_in_flight = max(0, max_in_flight)
-        self._wake()
+        self._dispatch()
 
     def set_rate(self, rate_per_s: float | None, burst: float = 1.0) -> None:
         """Pace attempt starts to `rate_per_s` (None: unpaced), allowing `burst` back-to-back starts."""
@@ -51,14 +58,7 @@ class RequestGate:
         self._rate = rate_per_s if rate_per_s and rate_per_s > 0 else None
         self._burst = max(burst, 1.0)
         self._tokens = min(self._tokens, self._burst) if self._rate else 0.0
-        self._wake()
-
-    def _wake(self) -> None:
-        async def notify() -> None:
-            async with self._changed:
-                self._changed.notify_all()
-
-        self._loop.create_task(notify())
+        self._dispatch()
 
     def _refill(self) -> None:
         now = self._loop.time()
@@ -79,28 +79,61 @@ class RequestGate:
                 return (1.0 - self._tokens) / self._rate
         return 0.0
 
+    def _take(self) -> None:
+        self.in_flight += 1
+        if self._rate is not None:
+            self._tokens -= 1.0
+
+    def _dispatch(self) -> None:
+        """Admit waiters from the front while they may start; otherwise wake up when the head may."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._waiters:
+            head = self._waiters[0]
+            if head.done():  # its task was cancelled while it waited
+                self._waiters.popleft()
+                continue
+            wait = self._wait_needed()
+            if wait is None:
+                return  # a slot frees up in __aexit__, which dispatches again
+            if wait > 0:
+                self._timer = self._loop.call_later(wait, self._dispatch)
+                return
+            self._waiters.popleft()
+            self._take()
+            head.set_result(None)
+
     async def __aenter__(self) -> RequestGate:
-        async with self._changed:
-            while (wait := self._wait_needed()) != 0.0:
-                with contextlib.suppress(TimeoutError):  # a timed wait ends when a pause or token is due
-                    await asyncio.wait_for(self._changed.wait(), wait)
-            self.in_flight += 1
-            if self._rate is not None:
-                self._tokens -= 1.0
+        if not self._waiters and self._wait_needed() == 0.0:
+            self._take()
+            return self
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        self._dispatch()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # admitted, then cancelled: hand the slot on
+                self._release()
+            raise
         return self
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        self._dispatch()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        async with self._changed:
-            self.in_flight -= 1
-            self._changed.notify(1)
+        self._release()
 
 
 @dataclass
 class RateSignals:
     """What the endpoint said about its limits since the last lease: read and reset by the run's limiter."""
 
+    attempts: int = 0
     status_429: int = 0
     successes: int = 0
     retry_after_s: float = 0.0
@@ -111,8 +144,8 @@ class RateSignals:
     extra: dict[str, float] = field(default_factory=dict)
 
     def take(self) -> RateSignals:
-        """This window's signals, leaving a fresh window behind (the header values carry over)."""
+        """This window's signals, leaving a fresh window behind."""
         taken = RateSignals(**{k: getattr(self, k) for k in self.__dataclass_fields__ if k != "extra"})
-        self.status_429 = self.successes = self.tokens = 0
-        self.retry_after_s = 0.0
+        # Header values too: a stale "remaining 0" must not pause the run again when nothing was sent.
+        self.__init__()  # type: ignore[misc]
         return taken

@@ -293,6 +293,7 @@ class AsyncOpenAIClient(AsyncLLMClient):
             try:
                 async with state.gate:
                     stats.attempts += 1
+                    self.rate_signals.attempts += 1
                     result = await send(state.session)
                 self.rate_signals.successes += 1
                 return result, attempt

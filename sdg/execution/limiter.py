@@ -5,9 +5,10 @@ once. Here `max_concurrent_requests` and `rpm`/`tpm` mean the run. Workers do no
 lease period (0.1 s) each worker sends its demand and what the endpoint told it (429s, Retry-After,
 x-ratelimit-* headers) and gets back its share: slots in flight, a request rate, and a pause.
 
-Adaptation (AIMD): a 429 cuts the run's concurrency by `decrease` and pauses everyone for Retry-After;
-without a known rate, the rate is set just under the goodput observed before the 429. Each clean window
-adds one slot and a little rate, never above the configured values. When the endpoint announces its limit
+Adaptation (AIMD, judged per 1 s window): a window where more than `tolerated_429_share` of attempts got
+429 cuts the run's concurrency by `decrease`; without a known rate, the rate is set under the goodput
+observed before. Any Retry-After pauses everyone. Each clean window adds one slot and a little rate, never
+above the configured values. When the endpoint announces its limit
 (`x-ratelimit-limit-requests`), the run paces just under it and 429s mostly never happen.
 """
 
@@ -37,6 +38,9 @@ class LimiterSettings:
     adaptive: bool = True
     decrease: float = 0.75
     clean_window_s: float = 1.0
+    # A window where at most this share of attempts got 429 is not congestion: endpoints refuse a few
+    # requests at random (upstream overload); cutting on those would spiral the run down to nothing.
+    tolerated_429_share: float = 0.2
     lease_period_s: float = 0.1
 
 
@@ -66,8 +70,9 @@ class RunLimiter:
         self._ceiling = settings.rpm / 60.0 if settings.rpm else None  # requests/s never to exceed
         self.rate: float | None = self._ceiling
         self._pause_until = 0.0
-        self._last_cut = -1e9
-        self._last_raise = self._started
+        self._window_start = self._started
+        self._window_attempts = 0
+        self._window_429 = 0
         self._demand: dict[str, tuple[int, float]] = {}
         self._granted: dict[str, int] = {}
         self._in_flight: dict[str, int] = {}
@@ -110,14 +115,28 @@ class RunLimiter:
         self._learn_ceiling(signals)
         if signals.remaining_requests == 0 and signals.reset_requests_s:
             self._pause_until = max(self._pause_until, now + signals.reset_requests_s)
-        if signals.status_429:
+        if signals.retry_after_s:
+            self._pause_until = max(self._pause_until, now + signals.retry_after_s)
+        self._window_attempts += signals.attempts
+        self._window_429 += signals.status_429
+        if self._slow_start and signals.status_429 > self.settings.tolerated_429_share * max(signals.attempts, 1):
             self._slow_start = False
-            self._on_429(now, signals.retry_after_s)
-        elif self._slow_start and now - self._last_double >= self.settings.lease_period_s:
+        if self._slow_start and now - self._last_double >= self.settings.lease_period_s:
             self._last_double = now
             self.concurrency = min(float(self.settings.max_concurrency), self.concurrency * 2)
             self._slow_start = self.concurrency < self.settings.max_concurrency
-        elif now - max(self._last_cut, self._last_raise) >= self.settings.clean_window_s:
+        if now - self._window_start >= self.settings.clean_window_s:
+            self._close_window(now)
+
+    def _close_window(self, now: float) -> None:
+        """Judge the last window: congested (too many 429s) cuts, clean (some traffic, few 429s) grows."""
+        attempts, refused = self._window_attempts, self._window_429
+        self._window_start, self._window_attempts, self._window_429 = now, 0, 0
+        if not self.settings.adaptive or attempts == 0:
+            return
+        if refused > self.settings.tolerated_429_share * attempts:
+            self._on_congestion(now)
+        else:
             self._on_clean_window(now)
 
     def _learn_ceiling(self, signals: RateSignals) -> None:
@@ -139,12 +158,8 @@ class RunLimiter:
         span = max(now - self._successes[0][0], self.settings.lease_period_s)
         return sum(count for _, count in self._successes) / span
 
-    def _on_429(self, now: float, retry_after_s: float) -> None:
-        if retry_after_s:
-            self._pause_until = max(self._pause_until, now + retry_after_s)
-        if not self.settings.adaptive or now - self._last_cut < max(retry_after_s, self.settings.clean_window_s):
-            return  # one cut per congestion event, not one per 429 of the same burst
-        self._last_cut = now
+    def _on_congestion(self, now: float) -> None:
+        self._slow_start = False
         self.concurrency = max(1.0, self.concurrency * self.settings.decrease)
         goodput = self._goodput(now)
         if goodput > 0:
@@ -152,9 +167,6 @@ class RunLimiter:
             self.rate = max(target, 0.5)
 
     def _on_clean_window(self, now: float) -> None:
-        self._last_raise = now
-        if not self.settings.adaptive:
-            return
         self.concurrency = min(float(self.settings.max_concurrency), self.concurrency + 1.0)
         if self.rate is not None:
             raised = self.rate * 1.05 + 0.1
