@@ -29,7 +29,8 @@ Per run, one line:
               counts the wait at the client's gate: a worker runs 2*32+4 tasks, and a paced gate queues them)
   failed      requests that never succeeded (out of retries, or cut by the wall-clock cap)
   inflight    the peak concurrency the sim saw (`max_inflight`)
-Wall time includes starting the workers (spawned processes / Ray actors; Ray itself is started beforehand).
+Wall time starts once the workers are up (spawned processes imported / Ray actors ready) and ends at the
+last answer: it times the requests, not process start-up (sdg prints its Ray actors' start-up apart).
 Each run is capped at `--cap-s` seconds, and an sdg run that sends nothing for `--stall-s` seconds is ended;
 such a run is marked (capped) and its unfinished requests count as failed (its p95 is then unknown).
 """
@@ -211,17 +212,16 @@ def _baseline_worker(
 ) -> None:
     import aiohttp  # noqa: F401  # import before the barrier, so the timed part is the requests
 
-    ready.wait()
+    ready.wait()  # a barrier: every worker is up before the clock starts, as sdg's actors are
     results.put(asyncio.run(_baseline_shard(url, bodies, concurrency, max_retries, base_delay, deadline_s)))
 
 
 def run_baseline(base_url: str, bodies: list[bytes], workers: int, args: argparse.Namespace) -> RunResult:
     ctx = mp.get_context("spawn")  # never fork a process that holds Ray and aiohttp state
     results: mp.Queue = ctx.Queue()
-    ready = ctx.Event()
-    url = f"{base_url}/chat/completions"
-    started = time.time()
     shards = [bodies[i::workers] for i in range(workers)]
+    ready = ctx.Barrier(len(shards) + 1)
+    url = f"{base_url}/chat/completions"
     procs = [
         ctx.Process(
             target=_baseline_worker,
@@ -234,7 +234,8 @@ def run_baseline(base_url: str, bodies: list[bytes], workers: int, args: argpars
     try:
         for proc in procs:
             proc.start()
-        ready.set()
+        ready.wait(timeout=120)  # workers spawned and imported: time only the requests, as for sdg
+        started = time.time()
         deadline = started + args.cap_s + 30  # the workers stop themselves at cap_s; this is the backstop
         while len(outputs) < len(procs):
             try:
@@ -299,6 +300,7 @@ def run_sdg(base_url: str, num_requests: int, workers: int, args: argparse.Names
             _, concurrency, rate = history[-1]
             note = f"limiter at end: concurrency {concurrency:.0f}, rate {rate:.1f}/s" if rate else ""
             note = note or f"limiter at end: concurrency {concurrency:.0f}, unpaced"
+        note += f"; Ray workers started in {result.startup_s:.1f}s (not timed)"
         return RunResult(
             client="sdg",
             workers=workers,

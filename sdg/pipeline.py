@@ -38,6 +38,7 @@ class PipelineResult:
     metrics: dict[str, float] = field(default_factory=dict)
     filter_counts: dict[str, int] = field(default_factory=dict)
     parse_retries: int | None = None
+    startup_s: float = 0.0  # starting workers; not in wall_s, which times generation
     limiter_history: list[tuple[float, float, float]] = field(default_factory=list)
 
 
@@ -170,7 +171,7 @@ class Pipeline:
             )
         finally:
             bar.close()
-        wall_s = time.perf_counter() - started
+        wall_s = time.perf_counter() - started - report.startup_s
         dataset = collect_dataset(parts_dir, stage.schema(), stage.num_tasks)
         num_failed = len({i for i, e in zip(dataset["index"], dataset["error"], strict=True) if e})
         parse_retries = sum(dataset["parse_retries"]) if "parse_retries" in dataset.column_names else None
@@ -190,4 +191,5 @@ class Pipeline:
             limiter_history=report.limiter_history,
             filter_counts=filter_counts,
             parse_retries=parse_retries,
+            startup_s=report.startup_s,
         )

@@ -73,6 +73,7 @@ def run_metrics(result: PipelineResult) -> dict[str, float]:
     five_xx = sum(count for status, count in stats.other_statuses.items() if status >= 500)
     return {
         "wall_s": result.wall_s,
+        "startup_s": result.startup_s,
         "num_samples": result.num_tasks,
         "num_requested": result.num_requested,
         "num_rows": len(result.dataset),

@@ -22,6 +22,7 @@ class ExecutionReport:
 
     stats: ClientStats
     limiter_history: list[tuple[float, float, float]] = field(default_factory=list)
+    startup_s: float = 0.0  # starting workers, before the first request could be sent
 
 
 def shard_indexes(indexes: Sequence[int], num_shards: int) -> list[list[int]]:

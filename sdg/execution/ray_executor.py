@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,11 @@ class RayExecutor(Executor):
         settings = limiter_settings_for(stage.client)
         limiter = ray.remote(num_cpus=0)(RunLimiter).remote(settings) if settings else None
         handle = LimiterHandle(limiter, settings.lease_period_s) if limiter and settings else None
+        started = time.perf_counter()
         actors = [worker_cls.remote(stage, self.environment, handle, str(i)) for i in range(len(shards))]
         try:
+            ray.get([actor.snapshot.remote() for actor in actors])  # all workers up: the clock starts now
+            startup_s = time.perf_counter() - started
             pending = {
                 actor.run.remote(shard, run_seed, str(part_path(parts_dir, attempt_tag, i))): actor
                 for i, (actor, shard) in enumerate(zip(actors, shards, strict=True))
@@ -118,7 +122,7 @@ class RayExecutor(Executor):
                 if on_progress:
                     self._report(actors, results, pending, snapshots, on_progress)
             history = ray.get(limiter.get_history.remote()) if limiter else []
-            return ExecutionReport(sum(results, ClientStats()), history)
+            return ExecutionReport(sum(results, ClientStats()), history, startup_s)
         finally:
             for actor in [*actors, *([limiter] if limiter else [])]:
                 ray.kill(actor)
