@@ -9,8 +9,8 @@ sdg is given `AsyncOpenAIClient(max_concurrent_requests=64, max_retries=3)` (not
 
 Per size, one line:
   samples/s       N / (run_detailed wall time: generation on the workers + collecting the dataset)
-  gen s           `PipelineResult.wall_s`: the executor's part (Ray actors start, requests, part files)
-  collect s       the rest of run_detailed: reading the part files back and building the datasets.Dataset
+  gen s           `PipelineResult.wall_s`: the requests and part files (Ray actors' start-up is not in it)
+  collect s       reading the part files back and building the datasets.Dataset (wall s also holds start-up)
   RSS MiB         the driver's ru_maxrss (peak RSS so far): just before run_detailed, right after it (the
                   dataset collected), and at the end (after save_to_disk)
   dataset MiB     `dataset.data.nbytes` (Arrow, in memory), then its size on disk after `save_to_disk`,
@@ -172,7 +172,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
             out.update(
                 total_s=total_s,
                 gen_s=result.wall_s,
-                collect_s=total_s - result.wall_s,
+                collect_s=total_s - result.wall_s - result.startup_s,
                 rows=dataset.num_rows,
                 failed=result.num_failed_samples,
                 attempts=result.stats.attempts,

@@ -131,47 +131,72 @@ def _tracker(cfg: RunConfig, launch_dir: Path):  # type: ignore[no-untyped-def]
     return MlflowTracker(uri, cfg.mlflow.experiment, launch_dir / "outputs" / "mlartifacts")
 
 
+def _start_tracking(tracker: Any, cfg: RunConfig, tags: dict[str, str]) -> None:
+    from sdg.tracking import flatten
+
+    params = flatten(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))  # type: ignore[arg-type]
+    tracker.start(cfg.name, params, tags)
+
+
+def _save_and_track(result: PipelineResult, cfg: RunConfig, output_dir: Path, tracker: Any) -> Path:
+    """Dataset, card, metrics and resolved config into the run folder; the same (and the limiter) to MLflow."""
+    from sdg.output import save_dataset
+
+    resolved_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    dataset_dir = save_dataset(
+        result.dataset,
+        output_dir,
+        name=cfg.name,
+        config_yaml=resolved_yaml,
+        metrics=result.metrics,
+        formats=cfg.output.formats,
+        push_to_hub=cfg.output.push_to_hub,
+    )
+    (output_dir / "config.resolved.yaml").write_text(resolved_yaml)
+    if tracker:
+        tracker.log_metrics(result.metrics)
+        tracker.log_steps(  # the run-wide limiter over time; step = milliseconds since the start
+            [
+                (int(elapsed * 1000), {"limiter_concurrency": concurrency, "limiter_rate_per_s": rate})
+                for elapsed, concurrency, rate in result.limiter_history
+            ]
+        )
+        for artifact in (output_dir / "metrics.json", output_dir / "config.resolved.yaml", dataset_dir / "README.md"):
+            tracker.log_artifact(artifact)
+    return dataset_dir
+
+
 def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | None, launch_dir: Path) -> PipelineResult:
     """One run: everything the CLI does after Hydra composed the config."""
     from sdg.execution.ray_executor import RayExecutor, ensure_ray
-    from sdg.tracking import flatten
 
     config = validate(cfg)
     secrets = resolve_api_key(cfg.client)
     # The stage is built (and its options checked) before any server starts; its client is replaced once the
     # endpoint's URL is known.
-    placeholder_client = build_client(cfg.client, cfg.client.base_url or _NOT_STARTED)
-    stage, filters = build_stage(cfg, placeholder_client, config, launch_dir)
+    stage, filters = build_stage(cfg, build_client(cfg.client, cfg.client.base_url or _NOT_STARTED), config, launch_dir)
     print_ = fingerprint(cfg, stage)
     output_dir = _find_resume_dir(cfg.resume, print_, launch_dir) or run_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "fingerprint.json").write_text(json.dumps({"fingerprint": print_}))
-    resolved_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
     status = "FAILED"
     with start_endpoint(cfg.client, output_dir) as base_url, ThreadPoolExecutor(1) as background:
-        client = build_client(cfg.client, base_url)
-        stage.client = client
-        warning = preflight(client, cfg.endpoint.model)
+        stage.client = build_client(cfg.client, base_url)
+        warning = preflight(stage.client, cfg.endpoint.model)
         if warning:
             log.warning("sdg: %s", warning)
-        pending_tracker = background.submit(
-            _tracker, cfg, launch_dir
-        )  # MLflow's import and DB open overlap Ray's start
+        pending_tracker = background.submit(_tracker, cfg, launch_dir)  # MLflow's import overlaps Ray's start
         ensure_ray(cfg.ray.address)
         tracker = pending_tracker.result()
         try:
             if tracker:
                 tags = {"hydra.overrides": " ".join(overrides), "sdg.fingerprint": print_, "sdg.run_dir": str(run_dir)}
-                if sweep:
-                    tags["sdg.sweep"] = sweep
-                params = flatten(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))  # type: ignore[arg-type]
-                tracker.start(cfg.name, params, tags)
-            executor = RayExecutor(cfg.ray.num_workers, cfg.ray.address, environment=secrets)
+                _start_tracking(tracker, cfg, {**tags, **({"sdg.sweep": sweep} if sweep else {})})
             pipeline = Pipeline(cfg.name).add_stage(stage)
             for stage_filter in filters:
                 pipeline.add_stage(stage_filter)
             result = pipeline.run_detailed(
-                executor,
+                RayExecutor(cfg.ray.num_workers, cfg.ray.address, environment=secrets),
                 seed=cfg.seed,
                 output_dir=output_dir,
                 resume=output_dir != run_dir,
@@ -180,29 +205,7 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
             result.metrics = run_metrics(result)
             if cfg.client.kind == "sim":  # what the endpoint itself counted, to check the client's counts against
                 result.metrics.update({f"sim_{k}": v for k, v in sim_stats(base_url).items()})
-            from sdg.output import save_dataset
-
-            dataset_dir = save_dataset(
-                result.dataset,
-                output_dir,
-                name=cfg.name,
-                config_yaml=resolved_yaml,
-                metrics=result.metrics,
-                formats=cfg.output.formats,
-                push_to_hub=cfg.output.push_to_hub,
-            )
-            (output_dir / "config.resolved.yaml").write_text(resolved_yaml)
-            if tracker:
-                tracker.log_metrics(result.metrics)
-                tracker.log_steps(  # the run-wide limiter over time; step = milliseconds since the start
-                    [
-                        (int(elapsed * 1000), {"limiter_concurrency": concurrency, "limiter_rate_per_s": rate})
-                        for elapsed, concurrency, rate in result.limiter_history
-                    ]
-                )
-                tracker.log_artifact(output_dir / "metrics.json")
-                tracker.log_artifact(output_dir / "config.resolved.yaml")
-                tracker.log_artifact(dataset_dir / "README.md")
+            dataset_dir = _save_and_track(result, cfg, output_dir, tracker)
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -210,7 +213,7 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
         finally:
             if tracker:
                 tracker.end(status)
-    _report(cfg, result, dataset_dir, tracker)
+    _report(result, dataset_dir, tracker)
     failed_share = result.num_failed_samples / max(result.num_tasks, 1)
     if failed_share > cfg.output.max_failed_share:
         first = next((e for e in result.dataset["error"] if e), "")
@@ -221,18 +224,18 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
     return result
 
 
-def _report(cfg: RunConfig, result: PipelineResult, dataset_dir: Path, tracker: Any) -> None:
+def _report(result: PipelineResult, dataset_dir: Path, tracker: Any) -> None:
     m = result.metrics
     lines = [
         f"sdg: {m['num_rows']} rows ({result.num_failed_samples} failed) in {m['wall_s']:.1f}s, "
-        f"{m['samples_per_s']:.1f} samples/s, {m['num_429']} x 429, {m['num_retries']} retries",
+        f"{m['samples_per_s']:.1f} samples/s, {m['num_429']} x 429, {m['num_retries']} retries "
+        f"(+{m['startup_s']:.1f}s starting workers)",
         f"sdg: dataset: {dataset_dir}  (datasets.load_from_disk('{dataset_dir}'))",
     ]
     if tracker:
         lines.append(f"sdg: MLflow run {tracker.run_id} in {tracker.tracking_uri}")
-        lines.append(
-            f"sdg: compare runs: python -m sdg.compare  |  mlflow ui --backend-store-uri {tracker.tracking_uri}"
-        )
+        lines.append("sdg: compare runs: python -m sdg.compare")
+        lines.append(f"sdg: browse runs: mlflow ui --backend-store-uri {tracker.tracking_uri}")
     print("\n".join(lines), flush=True)
 
 
