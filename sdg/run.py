@@ -6,6 +6,7 @@ exit status 2; an interrupted run says how to resume it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from sdg.client.errors import LLMClientError
+from sdg.client.openai_client import validate_base_url
 from sdg.config import ConfigError, RunConfig, register_configs
 from sdg.endpoints.process import EndpointStartError, sim_stats
 from sdg.execution.shard import EndpointUnusable
@@ -28,10 +30,10 @@ from sdg.pipeline import Pipeline, PipelineResult
 from sdg.runtime import (
     build_client,
     build_stage,
+    endpoint_server,
     fingerprint,
     preflight,
     resolve_api_key,
-    start_endpoint,
     validate,
 )
 
@@ -41,7 +43,10 @@ log = logging.getLogger("sdg.run")
 EXIT_USER_ERROR = 2
 EXIT_TOO_MANY_FAILURES = 3
 EXIT_INTERRUPTED = 130
-_NOT_STARTED = "http://127.0.0.1:0/v1"  # stands in for the URL of an endpoint the run has yet to start
+# Stands in for the URL of an endpoint the run has yet to start.
+_NOT_STARTED = "http://127.0.0.1:0/v1"
+# Absolute, so the config is found however sdg.run is started.
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 class Interrupted(KeyboardInterrupt):
@@ -168,6 +173,7 @@ def _save_and_track(result: PipelineResult, cfg: RunConfig, output_dir: Path, tr
 
 def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | None, launch_dir: Path) -> PipelineResult:
     """One run: everything the CLI does after Hydra composed the config."""
+    from sdg.execution.local import LocalExecutor
     from sdg.execution.ray_executor import RayExecutor, ensure_ray
 
     config = validate(cfg)
@@ -180,13 +186,19 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "fingerprint.json").write_text(json.dumps({"fingerprint": print_}))
     status = "FAILED"
-    with start_endpoint(cfg.client, output_dir) as base_url, ThreadPoolExecutor(1) as background:
+    server = endpoint_server(cfg.client, output_dir)
+    with contextlib.ExitStack() as cleanup, ThreadPoolExecutor(1) as background:
+        if server is not None:
+            cleanup.callback(server.stop)
+            server.launch()  # it boots while Ray starts
+        pending_tracker = background.submit(_tracker, cfg, launch_dir)  # MLflow's import overlaps Ray's start
+        if cfg.ray.num_workers > 0:
+            ensure_ray(cfg.ray.address)
+        base_url = server.wait_ready() if server is not None else validate_base_url(cfg.client.base_url or "")
         stage.client = build_client(cfg.client, base_url)
         warning = preflight(stage.client, cfg.endpoint.model)
         if warning:
             log.warning("sdg: %s", warning)
-        pending_tracker = background.submit(_tracker, cfg, launch_dir)  # MLflow's import overlaps Ray's start
-        ensure_ray(cfg.ray.address)
         tracker = pending_tracker.result()
         try:
             if tracker:
@@ -195,8 +207,13 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
             pipeline = Pipeline(cfg.name).add_stage(stage)
             for stage_filter in filters:
                 pipeline.add_stage(stage_filter)
+            executor = (
+                RayExecutor(cfg.ray.num_workers, cfg.ray.address, environment=secrets)
+                if cfg.ray.num_workers > 0
+                else LocalExecutor()
+            )
             result = pipeline.run_detailed(
-                RayExecutor(cfg.ray.num_workers, cfg.ray.address, environment=secrets),
+                executor,
                 seed=cfg.seed,
                 output_dir=output_dir,
                 resume=output_dir != run_dir,
@@ -243,7 +260,7 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="config")
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)

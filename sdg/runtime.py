@@ -6,11 +6,9 @@ Everything here fails with `ConfigError` (one line: what is wrong, how to fix it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -38,12 +36,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 __all__ = [
     "build_client",
     "build_stage",
+    "endpoint_server",
     "fingerprint",
     "generation_config",
     "preflight",
     "resolve_api_key",
     "stage_options",
-    "start_endpoint",
     "validate",
 ]
 
@@ -88,8 +86,8 @@ def validate(cfg: RunConfig) -> GenerationConfig:
     if not cfg.endpoint.model:
         raise ConfigError("endpoint.model is empty: name the model to query, e.g. endpoint.model=<model id>")
     config = generation_config(cfg)
-    if cfg.ray.num_workers < 1:
-        raise ConfigError(f"ray.num_workers={cfg.ray.num_workers} must be >= 1")
+    if cfg.ray.num_workers < 0:
+        raise ConfigError(f"ray.num_workers={cfg.ray.num_workers} must be >= 1 (or 0: in this process, without Ray)")
     if not 0.0 <= cfg.output.max_failed_share <= 1.0:
         raise ConfigError(f"output.max_failed_share={cfg.output.max_failed_share} must be between 0 and 1")
     unknown = [f for f in cfg.output.formats if f not in EXPORT_FORMATS]
@@ -116,20 +114,15 @@ def resolve_api_key(client: ClientConfig) -> dict[str, str]:
     return {name: value}
 
 
-@contextlib.contextmanager
-def start_endpoint(client: ClientConfig, run_dir: Path) -> Iterator[str]:
-    """The base URL to use; for `sim` and `local` the server is started here and stopped on exit."""
-    if client.kind == "remote":
-        yield validate_base_url(client.base_url or "")
-        return
+def endpoint_server(client: ClientConfig, run_dir: Path) -> ServerProcess | None:
+    """The server the run starts itself for `sim` and `local` (not yet started); None for a remote endpoint."""
     if client.kind == "sim":
-        server = ServerProcess(sim_command(asdict(client.sim)), "simulated", log_path=run_dir / "sim.log")
-    else:
+        return ServerProcess(sim_command(asdict(client.sim)), "simulated", log_path=run_dir / "sim.log")
+    if client.kind == "local":
         from sdg.endpoints.local import local_server
 
-        server = local_server(client.local, run_dir / "llama_server.log")
-    with server as base_url:
-        yield base_url
+        return local_server(client.local, run_dir / "llama_server.log")
+    return None
 
 
 def build_client(client: ClientConfig, base_url: str) -> AsyncOpenAIClient:

@@ -55,12 +55,25 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
+        """Launch and wait until ready; the base URL."""
+        self.launch()
+        return self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the process without waiting, so the caller can do other work while it boots.
+
+        Call from a thread that outlives the server: Linux sends the parent-death signal when the
+        launching *thread* ends.
+        """
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             self.argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
         )
         if log is not subprocess.DEVNULL:
             log.close()  # the child holds its own descriptor
+
+    def wait_ready(self) -> str:
+        """Block until the launched server is ready; its base URL (the server is stopped on failure)."""
         try:
             self.base_url = self._wait_printed_url() if self.ready_url is None else self._wait_answering()
         except BaseException:
