@@ -56,8 +56,8 @@ def _wait_until_quiet(sim, quiet_s: float = 1.0, timeout: float = 60) -> None:
 
 
 def test_sigkill_half_way_then_resume_asks_only_what_is_missing(tmp_path: Path, sim_factory) -> None:
-    sim = sim_factory(latency_ms=100)
-    n, slots, workers = 400, 2, 2
+    sim = sim_factory(latency_ms=60)
+    n, slots, workers = 300, 2, 2
     args = [
         "client=openai",
         f"client.base_url={sim.base_url}",
