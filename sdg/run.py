@@ -36,6 +36,7 @@ from sdg.runtime import (
     resolve_api_key,
     validate,
 )
+from sdg.stages.base import GenerationStage
 
 __all__ = ["main", "run"]
 
@@ -171,6 +172,14 @@ def _save_and_track(result: PipelineResult, cfg: RunConfig, output_dir: Path, tr
     return dataset_dir
 
 
+def _connect(stage: GenerationStage, cfg: RunConfig, base_url: str) -> None:
+    """Point the stage at the endpoint, after checking that it answers and takes the key."""
+    stage.client = build_client(cfg.client, base_url)
+    warning = preflight(stage.client, cfg.endpoint.model)
+    if warning:
+        log.warning("sdg: %s", warning)
+
+
 def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | None, launch_dir: Path) -> PipelineResult:
     """One run: everything the CLI does after Hydra composed the config."""
     from sdg.execution.local import LocalExecutor
@@ -191,14 +200,14 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
         if server is not None:
             cleanup.callback(server.stop)
             server.launch()  # it boots while Ray starts
+        else:  # a remote endpoint: a wrong URL or key fails here in a second, before Ray starts
+            _connect(stage, cfg, validate_base_url(cfg.client.base_url or ""))
         pending_tracker = background.submit(_tracker, cfg, launch_dir)  # MLflow's import overlaps Ray's start
         if cfg.ray.num_workers > 0:
             ensure_ray(cfg.ray.address)
-        base_url = server.wait_ready() if server is not None else validate_base_url(cfg.client.base_url or "")
-        stage.client = build_client(cfg.client, base_url)
-        warning = preflight(stage.client, cfg.endpoint.model)
-        if warning:
-            log.warning("sdg: %s", warning)
+        if server is not None:
+            _connect(stage, cfg, server.wait_ready())
+        base_url = stage.client.base_url
         tracker = pending_tracker.result()
         try:
             if tracker:
