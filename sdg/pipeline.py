@@ -11,6 +11,7 @@ from typing import Any
 
 import datasets
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.json as pa_json
 from datasets.table import InMemoryTable
 from tqdm.auto import tqdm
@@ -44,48 +45,83 @@ class PipelineResult:
 
 def _read_part(path: Path, schema: pa.Schema) -> pa.Table:
     """One part file as an Arrow table; a line cut by a crash (or any unparsable line) is skipped."""
-    data = path.read_bytes()
-    data = data[: data.rfind(b"\n") + 1]  # the last line is complete only if it ends with a newline
-    if not data:
-        return schema.empty_table()
     options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    single_threaded = pa_json.ReadOptions(use_threads=False)  # parallel blocks cost memory, not time, here
+    with open(path, "rb") as stream:
+        stream.seek(0, 2)
+        if stream.tell() == 0:
+            return schema.empty_table()
+        stream.seek(-1, 2)
+        whole_lines = stream.read(1) == b"\n"
     try:
-        return pa_json.read_json(pa.BufferReader(data), parse_options=options)
+        if whole_lines:  # the common case: let Arrow read the file itself, without a copy of its bytes
+            return pa_json.read_json(path, read_options=single_threaded, parse_options=options)
+        data = path.read_bytes()
+        data = data[: data.rfind(b"\n") + 1]  # the last line was cut by a crash
+        return pa_json.read_json(pa.BufferReader(data), read_options=single_threaded, parse_options=options)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         # A resumed part holds a cut line mid-file, or a column Arrow cannot read from JSON: go row by row.
         return pa.Table.from_pylist(list(read_rows([path])), schema=schema)
 
 
-def _rows_to_keep(table: pa.Table, num_tasks: int) -> pa.Array:
-    """Positions of one set of rows per index: its successful rows (last per choice), else its last error."""
+def _keys(table: pa.Table, part: int):  # type: ignore[no-untyped-def]
     import pandas as pd
 
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         {
             "index": table["index"].to_numpy(zero_copy_only=False),
             "choice": table["choice"].fill_null(0).to_numpy(zero_copy_only=False),
             "failed": table["error"].is_valid().to_numpy(zero_copy_only=False),
+            "part": part,
+            "row": range(len(table)),
         }
     )
-    frame["position"] = range(len(frame))
-    frame = frame[frame["index"] < num_tasks]
-    succeeded = frame[~frame["failed"]].drop_duplicates(["index", "choice"], keep="last")
-    failed = frame[frame["failed"] & ~frame["index"].isin(succeeded["index"])].drop_duplicates("index", keep="last")
-    kept = pd.concat([succeeded, failed]).sort_values(["index", "choice"])
-    return pa.array(kept["position"].to_numpy())
+
+
+def _rows_to_keep(keys, num_tasks: int):  # type: ignore[no-untyped-def]
+    """One set of rows per index: its successful rows (last per choice), else its last error; sorted."""
+    import pandas as pd
+
+    keys = keys[keys["index"] < num_tasks]
+    succeeded = keys[~keys["failed"]].drop_duplicates(["index", "choice"], keep="last")
+    failed = keys[keys["failed"] & ~keys["index"].isin(succeeded["index"])].drop_duplicates("index", keep="last")
+    return pd.concat([succeeded, failed]).sort_values(["index", "choice"])
 
 
 def collect_dataset(parts_dir: Path, schema: pa.Schema, num_tasks: int) -> datasets.Dataset:
     """One set of rows per index, ordered by index and choice: its successful rows, else its last error row.
 
-    Parts are read into Arrow, not Python objects: the driver holds about the dataset's own size, not
-    several times it (100k rows took ~17x the dataset as dicts).
+    Parts are read into Arrow, not Python objects, one at a time, keeping only their rows that stay: the
+    driver holds the dataset and one part in flight (as dicts, 100k rows took ~17x the dataset).
     """
-    tables = [_read_part(path, schema) for path in part_files(parts_dir)]
-    table = pa.concat_tables(tables) if tables else schema.empty_table()
-    table = table.take(_rows_to_keep(table, num_tasks)) if len(table) else table
-    features = datasets.Features.from_arrow_schema(schema)
-    return datasets.Dataset(InMemoryTable(table.cast(schema)), info=datasets.DatasetInfo(features=features))
+    import pandas as pd
+
+    paths = part_files(parts_dir)
+    keys = (
+        pd.concat(
+            [_keys(_read_part(path, schema).select(["index", "choice", "error"]), i) for i, path in enumerate(paths)]
+        )
+        if paths
+        else None
+    )
+    if keys is None or keys.empty:
+        return datasets.Dataset(InMemoryTable(schema.empty_table()), info=_info(schema), fingerprint=uuid.uuid4().hex)
+    kept = _rows_to_keep(keys, num_tasks)
+    pieces = []
+    for part, path in enumerate(paths):
+        rows = kept[kept["part"] == part]
+        if len(rows):
+            pieces.append(_read_part(path, schema).take(pa.array(rows["row"].to_numpy())))
+    table = pa.concat_tables(pieces).cast(schema)
+    del pieces
+    order = pa.compute.sort_indices(table, sort_keys=[("index", "ascending"), ("choice", "ascending")])
+    table = table.take(order)
+    # A fingerprint given, not computed: computing one hashes the whole table (a transient copy of it).
+    return datasets.Dataset(InMemoryTable(table), info=_info(schema), fingerprint=uuid.uuid4().hex)
+
+
+def _info(schema: pa.Schema) -> datasets.DatasetInfo:
+    return datasets.DatasetInfo(features=datasets.Features.from_arrow_schema(schema))
 
 
 class _ProgressBar:
