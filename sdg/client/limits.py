@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from types import TracebackType
 
 __all__ = ["RateSignals", "RequestGate"]
@@ -141,11 +141,13 @@ class RateSignals:
     remaining_requests: float | None = None
     reset_requests_s: float | None = None
     tokens: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
     def take(self) -> RateSignals:
-        """This window's signals, leaving a fresh window behind."""
-        taken = RateSignals(**{k: getattr(self, k) for k in self.__dataclass_fields__ if k != "extra"})
-        # Header values too: a stale "remaining 0" must not pause the run again when nothing was sent.
-        self.__init__()  # type: ignore[misc]
+        """This window's signals, leaving a fresh window behind.
+
+        Header values are reset too: a stale "remaining 0" must not pause the run again when nothing was sent.
+        """
+        taken = replace(self)
+        for name, spec in self.__dataclass_fields__.items():
+            setattr(self, name, spec.default)
         return taken
