@@ -44,8 +44,6 @@ log = logging.getLogger("sdg.run")
 EXIT_USER_ERROR = 2
 EXIT_TOO_MANY_FAILURES = 3
 EXIT_INTERRUPTED = 130
-# Stands in for the URL of an endpoint the run has yet to start.
-_NOT_STARTED = "http://127.0.0.1:0/v1"
 # Absolute, so the config is found however sdg.run is started.
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -185,11 +183,11 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
     from sdg.execution.local import LocalExecutor
     from sdg.execution.ray_executor import RayExecutor, ensure_ray
 
-    config = validate(cfg)
+    config, client = validate(cfg)
     secrets = resolve_api_key(cfg.client)
     # The stage is built (and its options checked) before any server starts; its client is replaced once the
     # endpoint's URL is known.
-    stage, filters = build_stage(cfg, build_client(cfg.client, cfg.client.base_url or _NOT_STARTED), config, launch_dir)
+    stage, filters = build_stage(cfg, client, config, launch_dir)
     print_ = fingerprint(cfg, stage)
     output_dir = _find_resume_dir(cfg.resume, print_, launch_dir) or run_dir
     output_dir.mkdir(parents=True, exist_ok=True)

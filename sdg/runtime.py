@@ -23,7 +23,6 @@ from sdg.client import (
     LLMClientError,
     PermissionDeniedError,
 )
-from sdg.client.openai_client import validate_base_url
 from sdg.config import ClientConfig, ConfigError, RunConfig
 from sdg.endpoints.process import ServerProcess, sim_command
 from sdg.output import EXPORT_FORMATS
@@ -32,6 +31,8 @@ from sdg.stages.factory import build_stages
 from sdg.stages.filters import FilterStage
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Stands in for the URL of an endpoint the run has yet to start.
+NOT_STARTED_URL = "http://127.0.0.1:0/v1"
 
 __all__ = [
     "build_client",
@@ -54,35 +55,21 @@ def generation_config(cfg: RunConfig) -> GenerationConfig:
 
 
 def _check_client(client: ClientConfig) -> None:
+    """What the client cannot check itself; its own ranges are checked when it is built (`build_client`)."""
     if client.kind not in ("remote", "sim", "local"):
         raise ConfigError(f"client.kind={client.kind!r} must be remote, sim or local")
-    if client.max_concurrent_requests < 1:
-        raise ConfigError(
-            f"client.max_concurrent_requests={client.max_concurrent_requests} must be >= 1 "
-            "(it is how many requests may be in flight at once)"
-        )
-    if client.max_retries < 0:
-        raise ConfigError(f"client.max_retries={client.max_retries} must be >= 0")
-    if client.timeout <= 0:
-        raise ConfigError(f"client.timeout={client.timeout} must be > 0 seconds")
-    for name in ("rpm", "tpm"):
-        value = getattr(client, name)
-        if value is not None and value <= 0:
-            raise ConfigError(f"client.{name}={value} must be > 0 (or null for no limit)")
-    if client.base_delay < 0 or client.max_delay < 0:
-        raise ConfigError("client.base_delay and client.max_delay must be >= 0 seconds")
-    if client.kind == "remote":
-        if not client.base_url:
-            raise ConfigError("client.base_url is not set: give the endpoint's API root, e.g. http://host:8000/v1")
-        try:
-            validate_base_url(client.base_url)
-        except ValueError as exc:
-            raise ConfigError(f"client.{exc}") from None
+    if client.kind == "remote" and not client.base_url:
+        raise ConfigError("client.base_url is not set: give the endpoint's API root, e.g. http://host:8000/v1")
 
 
-def validate(cfg: RunConfig) -> GenerationConfig:
-    """Check what types cannot: ranges, placeholders, formats. Returns the generation config."""
+def validate(cfg: RunConfig) -> tuple[GenerationConfig, AsyncOpenAIClient]:
+    """Check what types cannot: ranges, placeholders, formats.
+
+    Returns the generation config and a client built from `cfg.client` (which checks its own settings),
+    pointed at the configured URL or, for an endpoint the run starts itself, a placeholder until it is up.
+    """
     _check_client(cfg.client)
+    client = build_client(cfg.client, cfg.client.base_url or NOT_STARTED_URL)
     if not cfg.endpoint.model:
         raise ConfigError("endpoint.model is empty: name the model to query, e.g. endpoint.model=<model id>")
     config = generation_config(cfg)
@@ -93,7 +80,7 @@ def validate(cfg: RunConfig) -> GenerationConfig:
     unknown = [f for f in cfg.output.formats if f not in EXPORT_FORMATS]
     if unknown:
         raise ConfigError(f"output.formats has {unknown}: choose from {list(EXPORT_FORMATS)}")
-    return config
+    return config, client
 
 
 def resolve_api_key(client: ClientConfig) -> dict[str, str]:
@@ -126,20 +113,26 @@ def endpoint_server(client: ClientConfig, run_dir: Path) -> ServerProcess | None
 
 
 def build_client(client: ClientConfig, base_url: str) -> AsyncOpenAIClient:
-    """A client that reads its key from `client.api_key_env` in whichever process sends."""
-    return AsyncOpenAIClient(
-        api_key=None,
-        base_url=base_url,
-        max_concurrent_requests=client.max_concurrent_requests,
-        max_retries=client.max_retries,
-        base_delay=client.base_delay,
-        max_delay=client.max_delay,
-        timeout=client.timeout,
-        api_key_env=client.api_key_env,
-        rpm=client.rpm,
-        tpm=client.tpm,
-        adaptive_concurrency=client.adaptive_concurrency,
-    )
+    """A client that reads its key from `client.api_key_env` in whichever process sends.
+
+    The client checks its own settings; a bad one becomes a ConfigError naming the `client.` key.
+    """
+    try:
+        return AsyncOpenAIClient(
+            api_key=None,
+            base_url=base_url,
+            max_concurrent_requests=client.max_concurrent_requests,
+            max_retries=client.max_retries,
+            base_delay=client.base_delay,
+            max_delay=client.max_delay,
+            timeout=client.timeout,
+            api_key_env=client.api_key_env,
+            rpm=client.rpm,
+            tpm=client.tpm,
+            adaptive_concurrency=client.adaptive_concurrency,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"client.{exc}") from None
 
 
 def stage_options(cfg: RunConfig) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sdg.client.generation import GenerationConfig
@@ -25,7 +25,6 @@ class Completion:
     completion_tokens: int = 0
     latency_s: float = 0.0
     attempts: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class AsyncLLMClient(abc.ABC):

@@ -40,10 +40,6 @@ class RequestGate:
         self._refilled_at = self._loop.time()
         self.set_rate(rate_per_s)
 
-    @property
-    def waiting(self) -> int:
-        return sum(1 for waiter in self._waiters if not waiter.done())
-
     def pause_for(self, seconds: float) -> None:
         self._resume_at = max(self._resume_at, self._loop.time() + seconds)
 

@@ -160,9 +160,15 @@ class AsyncOpenAIClient(AsyncLLMClient):
                 f"supported extra arguments: {list(_SUPPORTED_OPENAI_KWARGS)}"
             )
         if max_concurrent_requests < 1:
-            raise ValueError(f"max_concurrent_requests={max_concurrent_requests} must be >= 1")
+            raise ValueError(
+                f"max_concurrent_requests={max_concurrent_requests} must be >= 1 "
+                "(it is how many requests may be in flight at once)"
+            )
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout={timeout} must be > 0 seconds (or None for no timeout)")
+        for name, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name}={value} must be > 0 (or None for no limit)")
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         self.settings = ClientSettings(
             api_key=api_key,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field, fields
-from typing import Any
 
 __all__ = ["ClientStats", "percentile"]
 
@@ -50,18 +49,3 @@ class ClientStats:
 
     def latency_percentile(self, q: float) -> float:
         return percentile(self.latencies_s, q)
-
-    def summary(self) -> dict[str, Any]:
-        """Flat numbers for logs and MLflow metrics."""
-        out: dict[str, Any] = {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if not isinstance(getattr(self, f.name), (Counter, list))
-        }
-        for status, count in sorted(self.other_statuses.items()):
-            out[f"status_{status}"] = count
-        for kind, count in sorted(self.failures_by_kind.items()):
-            out[f"failed_{kind}"] = count
-        for q in (50, 95, 99):
-            out[f"latency_p{q}_s"] = self.latency_percentile(q)
-        return out

@@ -62,6 +62,6 @@ def read_rows(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
                     continue
 
 
-def finished_indexes(paths: Iterable[Path], *, retry_failed: bool = True) -> set[int]:
-    """Indexes that already have rows (without an error, when failed ones should be asked again)."""
-    return {row["index"] for row in read_rows(paths) if not (retry_failed and row.get("error"))}
+def finished_indexes(paths: Iterable[Path]) -> set[int]:
+    """Indexes that already have rows without an error (failed ones are asked again)."""
+    return {row["index"] for row in read_rows(paths) if not row.get("error")}

@@ -72,9 +72,8 @@ async def _take_lease(limiter: LimiterHandle, worker_id: str, client: Any, gate:
 
 
 async def _follow_leases(
-    limiter: LimiterHandle, worker_id: str, client: Any, gate: RequestGate, remaining: Callable[[], int]
+    limiter: LimiterHandle, worker_id: str, client: Any, gate: RequestGate, remaining: Callable[[], int], ceiling: int
 ) -> None:
-    ceiling = client.settings.max_concurrent_requests  # not the gate's size: leases shrink that
     while True:
         await asyncio.sleep(limiter.period_s)
         await _take_lease(limiter, worker_id, client, gate, min(remaining(), ceiling))
@@ -114,10 +113,13 @@ async def run_shard(
                 if shared:
                     assert limiter is not None
                     gate = await client.current_gate()  # type: ignore[attr-defined]
+                    # The configured size, not the gate's: leases shrink the gate.
                     ceiling = client.settings.max_concurrent_requests  # type: ignore[attr-defined]
                     await _take_lease(limiter, worker_id, client, gate, min(len(indexes), ceiling))
                     following = group.create_task(
-                        _follow_leases(limiter, worker_id, client, gate, lambda: len(indexes) - progress.tasks_done)
+                        _follow_leases(
+                            limiter, worker_id, client, gate, lambda: len(indexes) - progress.tasks_done, ceiling
+                        )
                     )
                 workers = [group.create_task(worker(writer)) for _ in range(min(_width(stage), len(indexes)))]
                 if workers:
