@@ -15,7 +15,8 @@ from sdg.client import (
     RetryPolicy,
     ServerError,
 )
-from sdg.client.retry import MAX_RETRY_AFTER_DELAY, parse_retry_after, status_error
+from sdg.client.responses import status_error
+from sdg.client.retry import MAX_RETRY_AFTER_DELAY, parse_retry_after
 
 
 def _error(status: int, headers: dict | None = None, body: object = None):

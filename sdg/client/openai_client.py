@@ -36,7 +36,8 @@ from sdg.client.errors import (
 )
 from sdg.client.generation import GenerationConfig
 from sdg.client.limits import RateSignals, RequestGate
-from sdg.client.retry import RetryPolicy, parse_duration, status_error
+from sdg.client.responses import json_or_none, parse_completion, read_stream, status_error
+from sdg.client.retry import RetryPolicy, parse_duration
 from sdg.client.stats import ClientStats
 
 __all__ = ["AsyncOpenAIClient", "ClientSettings", "OpenAIClient"]
@@ -279,7 +280,7 @@ class AsyncOpenAIClient(AsyncLLMClient):
 
         async def send(session: aiohttp.ClientSession) -> list[str]:
             async with self._translated(url), session.get(url, params=self.settings.default_query) as response:
-                body = _json_or_none(await response.read())
+                body = json_or_none(await response.read())
                 if response.status >= 400:
                     raise self._status_error(response, body, url, model="")
             try:
@@ -388,10 +389,10 @@ class AsyncOpenAIClient(AsyncLLMClient):
             if "x-ratelimit-limit-requests" in response.headers:
                 self._note_rate_headers(response.headers)
             if response.status >= 400:
-                raise self._status_error(response, _json_or_none(await response.read()), self._url, model)
+                raise self._status_error(response, json_or_none(await response.read()), self._url, model)
             if stream:
-                return await _read_stream(response, model, self._url)
-            return _parse_completion(_json_or_none(await response.read()), model, self._url)
+                return await read_stream(response, model, self._url)
+            return parse_completion(json_or_none(await response.read()), model, self._url)
 
 
 def _float_or_none(value: str | None) -> float | None:
@@ -399,70 +400,6 @@ def _float_or_none(value: str | None) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
-
-
-def _json_or_none(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
-def _parse_completion(body: Any, model: str, url: str) -> Completion:
-    try:
-        choices = sorted(body["choices"], key=lambda c: c.get("index", 0))
-        texts = [c["message"].get("content") or "" for c in choices]
-        reasons = [c.get("finish_reason") for c in choices]
-        usage = body.get("usage") or {}
-        if not choices:
-            raise ValueError("no choices")
-        return Completion(
-            texts=texts,
-            finish_reasons=reasons,
-            model=body.get("model") or model,
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise MalformedResponseError(f"answer from {url} is not a chat completion ({exc!r})", url=url) from None
-
-
-async def _read_stream(response: aiohttp.ClientResponse, model: str, url: str) -> Completion:
-    """Assemble server-sent chat.completion.chunk events into one completion per choice."""
-    texts: dict[int, list[str]] = {}
-    reasons: dict[int, str | None] = {}
-    usage: dict[str, Any] = {}
-    served_model = model
-    async for raw_line in response.content:
-        line = raw_line.strip()
-        if not line.startswith(b"data:"):
-            continue
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            break
-        chunk = _json_or_none(data)
-        if not isinstance(chunk, dict):
-            raise MalformedResponseError(f"stream from {url} sent an event that is not JSON", url=url)
-        if "error" in chunk:
-            raise status_error(500, {}, chunk, url=url, model=model, base_url=url, api_key_env=None)
-        served_model = chunk.get("model") or served_model
-        usage = chunk.get("usage") or usage
-        for choice in chunk.get("choices") or []:
-            index = choice.get("index", 0)
-            delta = choice.get("delta") or {}
-            texts.setdefault(index, []).append(delta.get("content") or "")
-            if choice.get("finish_reason") is not None:
-                reasons[index] = choice["finish_reason"]
-    if not texts:
-        raise MalformedResponseError(f"stream from {url} ended without any choice", url=url)
-    order = sorted(texts)
-    return Completion(
-        texts=["".join(texts[i]) for i in order],
-        finish_reasons=[reasons.get(i) for i in order],
-        model=served_model,
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-    )
 
 
 class OpenAIClient(LLMClient):

@@ -9,19 +9,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sdg.client.errors import (
-    APIStatusError,
-    AuthenticationError,
-    BadRequestError,
-    LLMClientError,
-    NotFoundError,
-    PermissionDeniedError,
-    QuotaExceededError,
-    RateLimitError,
-    ServerError,
-)
+from sdg.client.errors import LLMClientError
 
-__all__ = ["MAX_RETRY_AFTER_DELAY", "RetryPolicy", "parse_duration", "parse_retry_after", "status_error"]
+__all__ = ["MAX_RETRY_AFTER_DELAY", "RetryPolicy", "parse_duration", "parse_retry_after"]
 
 # A server asking for more than this is treated as asking for this much: a run should not stall for an hour.
 MAX_RETRY_AFTER_DELAY = 60.0
@@ -87,73 +77,3 @@ def parse_duration(value: str | None) -> float | None:
         except ValueError:
             return None
     return sum(float(number) * _DURATION_UNIT_S[unit] for number, unit in parts)
-
-
-def _should_retry_header(headers: Mapping[str, str]) -> bool | None:
-    value = headers.get("x-should-retry")
-    if value == "true":
-        return True
-    if value == "false":
-        return False
-    return None
-
-
-def _hint(status: int, api_key_env: str | None, model: str, base_url: str) -> str:
-    key_source = f"the environment variable {api_key_env}" if api_key_env else "the api_key argument"
-    hints = {
-        400: "check the generation parameters and the messages",
-        401: f"check the API key in {key_source}",
-        403: f"check that the key in {key_source} may use model {model!r}",
-        404: f"check the model name {model!r} and the base URL {base_url}",
-        422: "check the generation parameters and the messages",
-    }
-    return hints.get(status, "")
-
-
-def status_error(
-    status: int,
-    headers: Mapping[str, str],
-    body: object,
-    *,
-    url: str,
-    model: str,
-    base_url: str,
-    api_key_env: str | None,
-) -> APIStatusError:
-    """The typed error for an HTTP error answer, with a message that says what to check."""
-    detail = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(detail, dict):
-        detail = {"message": detail} if isinstance(detail, str) else {}
-    code = detail.get("code") or detail.get("type")
-    server_message = str(detail.get("message") or "").strip()[:300]
-    kwargs = {
-        "status_code": status,
-        "url": url,
-        "error_code": str(code) if code is not None else None,
-        "retry_after": parse_retry_after(headers),
-        "should_retry": _should_retry_header(headers),
-    }
-    cls: type[APIStatusError]
-    if status == 429 and code == "insufficient_quota":
-        cls = QuotaExceededError
-    elif status == 429:
-        cls = RateLimitError
-    elif status in (400, 422):
-        cls = BadRequestError
-    elif status == 401:
-        cls = AuthenticationError
-    elif status == 403:
-        cls = PermissionDeniedError
-    elif status == 404:
-        cls = NotFoundError
-    elif status in (408, 409) or status >= 500:
-        cls = ServerError
-    else:
-        cls = APIStatusError
-    hint = _hint(status, api_key_env, model, base_url)
-    message = f"HTTP {status} from {url}"
-    if server_message:
-        message += f": {server_message}"
-    if hint:
-        message += f" ({hint})"
-    return cls(message, **kwargs)  # type: ignore[arg-type]
