@@ -29,6 +29,8 @@ RECORD_SCHEMA = pa.schema(
         ("latency_s", pa.float64()),
         ("attempts", pa.int32()),
         ("error", pa.string()),
+        # The failure's stable short name (LLMClientError.kind, or parse_error); null on success.
+        ("error_kind", pa.string()),
     ]
 )
 
@@ -117,6 +119,7 @@ class GenerationStage(abc.ABC):
                 "latency_s": completion.latency_s,
                 "attempts": completion.attempts,
                 "error": None,
+                "error_kind": None,
             }
             for i, text in enumerate(completion.texts)
         ]
@@ -133,4 +136,5 @@ class GenerationStage(abc.ABC):
             "latency_s": None,
             "attempts": error.attempts,
             "error": f"{error.kind}: {error}",
+            "error_kind": error.kind,
         }

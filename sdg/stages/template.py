@@ -328,8 +328,8 @@ class PromptTemplateStage(GenerationStage):
             values, reason = structured.parse(text, finish)
             row = {**base, "choice": 0, self.output_column: text, "finish_reason": finish, **values, **spent}
             if reason is None:
-                return {**row, "error": None}
-        return {**row, "error": f"parse_error: {reason}"}
+                return {**row, "error": None, "error_kind": None}
+        return {**row, "error": f"parse_error: {reason}", "error_kind": "parse_error"}
 
 
 def _summed(total: dict[str, Any], spent: Mapping[str, Any]) -> dict[str, Any]:
