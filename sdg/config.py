@@ -12,6 +12,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from sdg.endpoints.sim.options import SimServerConfig  # SimOptions minus host/port/api_key: declared once
+
 __all__ = [
     "ClientConfig",
     "ConfigError",
@@ -29,26 +31,6 @@ __all__ = [
 
 class ConfigError(ValueError):
     """A user mistake in the run configuration; printed as one line, exit status 2."""
-
-
-@dataclass
-class SimServerConfig:
-    """Options of the simulated endpoint, used when `client.kind=sim` (see `python -m sdg.endpoints.sim --help`)."""
-
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
-    tokens_per_s: float = 0.0
-    rate_limit_rps: float = 0.0
-    burst: int = 0
-    p429: float = 0.0
-    p500: float = 0.0
-    p503: float = 0.0
-    p_reset: float = 0.0
-    p_hang: float = 0.0
-    p_malformed: float = 0.0
-    p_bad_json: float = 0.0
-    p_quota: float = 0.0
-    seed: int = 0
 
 
 @dataclass
@@ -106,10 +88,14 @@ class GenerationSection:
 
 @dataclass
 class RayConfig:
-    """`address`: null starts Ray locally; "auto" or "ray://host:port" joins a cluster."""
+    """`address`: null starts a fresh local Ray; "auto" or "ray://host:port" joins a cluster.
+
+    `num_workers`: "auto" (in this process when Ray cannot help: an endpoint serving one request at a time, or
+    few samples; on Ray otherwise), 0 (in this process, without Ray) or a number of Ray workers.
+    """
 
     address: str | None = None
-    num_workers: int = 2
+    num_workers: Any = "auto"  # "auto" or an int >= 0 (OmegaConf has no Union of int and str)
 
 
 @dataclass

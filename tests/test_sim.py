@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
+import email.utils
 import json
 import re
 import signal
 import sys
+import time
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from sdg.endpoints.sim import SimOptions, SimServer, Simulator, main
+from sdg.endpoints.process import EndpointStartError, sim_command
+from sdg.endpoints.sim import SimOptions, SimServer, SimServerConfig, Simulator, build_parser, main, options_argv
+from sdg.endpoints.sim.cli import options_from_args
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_URL_RE = re.compile(r"^http://127\.0\.0\.1:\d+/v1$")
@@ -65,10 +71,14 @@ async def outcome(session: aiohttp.ClientSession, base_url: str, timeout: float 
         ) as r:
             raw = await r.read()
             if r.status == 200:
+                if r.content_type == "text/html":
+                    return "html"
                 try:
-                    json.loads(raw)
+                    message = json.loads(raw)["choices"][0]["message"]
                 except ValueError:
                     return "malformed"
+                if message["content"] is None:
+                    return "refusals" if message.get("refusal") else "empty"
                 return "ok"
             if r.status == 429:
                 code = json.loads(raw)["error"]["code"]
@@ -141,6 +151,9 @@ async def test_cli_prints_base_url_first_and_exits_cleanly_on_signal(session, si
         "0",
         "--models",
         "a,b",
+        "--rate-limit-rps",
+        "1000",
+        "--no-ratelimit-headers",
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -150,8 +163,8 @@ async def test_cli_prints_base_url_first_and_exits_cleanly_on_signal(session, si
         assert BASE_URL_RE.match(first), first
         models = await get_json(session, f"{first}/models")
         assert [m["id"] for m in models["data"]] == ["a", "b"]
-        status, _, _ = await post(session, first, chat(model="a"))
-        assert status == 200
+        status, _, headers = await post(session, first, chat(model="a"))
+        assert status == 200 and not any(h.lower().startswith("x-ratelimit") for h in headers)
     finally:
         proc.send_signal(sig)
         rc = await asyncio.wait_for(proc.wait(), 20)
@@ -175,6 +188,12 @@ async def test_cli_bad_option_exits_2_with_one_line():
         (["--latency-ms", "-1"], "latency_ms"),
         (["--p-bad-json", "2"], "p_bad_json"),
         (["--api-key-env", "SDG_SIM_TEST_UNSET_VAR"], "SDG_SIM_TEST_UNSET_VAR"),
+        (["--retry-after-style", "minutes"], "minutes"),
+        (["--error-style", "xml"], "xml"),
+        (["--latency-ms", "fast"], "fast"),
+        (["--reasoning-words", "1.5"], "1.5"),
+        (["--no-such-flag"], "--no-such-flag"),
+        (["--p-html", "0.5", "--p-refusal", "0.3", "--p-empty", "0.3"], "sum"),
     ],
 )
 def test_cli_validation(capsys, monkeypatch, argv, word):
@@ -394,16 +413,31 @@ async def test_rate_limit_429_headers_and_counts(session):
             if status == 429:
                 assert body["error"]["code"] == "rate_limit_exceeded"
                 assert headers["x-ratelimit-remaining-requests"] == "0"
-                assert int(headers["Retry-After"]) >= 1 and int(headers["retry-after-ms"]) > 0
+                assert int(headers["Retry-After"]) >= 1 and "retry-after-ms" not in headers
             else:
                 assert int(headers["x-ratelimit-remaining-requests"]) >= 0
         stats = srv.stats()
         assert stats["ok"] == statuses[200]
-        assert stats["r429"] == stats["r429_rate_limit"] == statuses[429]
-        assert stats["requests"] == 10
+        assert stats["r429"] == stats["r429_rate_limit"] == stats["retry_hints"] == statuses[429]
+        assert stats["requests"] == 10 == stats["ratelimit_headed"]
 
 
-OUTCOME_KEYS = ("ok", "r400", "r401", "r404", "r429", "r500", "r503", "resets", "hangs", "malformed", "cancelled")
+OUTCOME_KEYS = (
+    "ok",
+    "r400",
+    "r401",
+    "r404",
+    "r429",
+    "r500",
+    "r503",
+    "resets",
+    "hangs",
+    "malformed",
+    "html",
+    "refusals",
+    "empty",
+    "cancelled",
+)
 SINGLE_FAULTS = [
     ("p429", "r429_fault", "r429"),
     ("p_quota", "r429_quota", "r429_quota"),
@@ -412,6 +446,9 @@ SINGLE_FAULTS = [
     ("p_reset", "resets", "resets"),
     ("p_hang", "hangs", "hangs"),
     ("p_malformed", "malformed", "malformed"),
+    ("p_html", "html", "html"),
+    ("p_refusal", "refusals", "refusals"),
+    ("p_empty", "empty", "empty"),
 ]
 
 
@@ -430,7 +467,13 @@ async def test_fault_429_headers(session):
     with SimServer(p429=1.0, fault_retry_after_ms=250) as srv:
         status, body, headers = await post(session, srv.base_url, chat())
         assert status == 429 and body["error"]["code"] == "rate_limit_exceeded"
+        assert headers["Retry-After"] == "1" and "retry-after-ms" not in headers
+    with SimServer(p429=1.0, fault_retry_after_ms=250, retry_after_style="both") as srv:
+        status, body, headers = await post(session, srv.base_url, chat())
         assert headers["retry-after-ms"] == "250" and headers["Retry-After"] == "1"
+    with SimServer(p429=1.0) as srv:  # no fault_retry_after_ms: no hint in any style
+        status, body, headers = await post(session, srv.base_url, chat())
+        assert status == 429 and "Retry-After" not in headers and srv.stats()["retry_hints"] == 0
     with SimServer(p_quota=1.0, fault_retry_after_ms=250) as srv:
         status, body, headers = await post(session, srv.base_url, chat())
         assert status == 429 and body["error"]["type"] == "insufficient_quota"
@@ -438,7 +481,10 @@ async def test_fault_429_headers(session):
 
 
 async def test_mixed_faults_client_tallies_match_stats(session):
-    options = SimOptions(seed=42, p429=0.1, p_quota=0.05, p500=0.1, p503=0.1, p_reset=0.1, p_hang=0.04, p_malformed=0.1)
+    options = SimOptions(
+        seed=42, p429=0.1, p_quota=0.05, p500=0.1, p503=0.1, p_reset=0.1, p_hang=0.04, p_malformed=0.1, p_html=0.05,
+        p_refusal=0.05, p_empty=0.05,
+    )  # fmt: skip
     with SimServer(options) as srv:
         gate = asyncio.Semaphore(25)
 
@@ -449,11 +495,12 @@ async def test_mixed_faults_client_tallies_match_stats(session):
         seen = collections.Counter(await asyncio.gather(*(one() for _ in range(200))))
         stats = await wait_until_idle(session, srv.base_url)
     assert stats["requests"] == 200 == sum(seen.values())
-    for key in ("ok", "r500", "r503", "resets", "hangs", "malformed", "r429_quota"):
+    kinds = ("ok", "r500", "r503", "resets", "hangs", "malformed", "html", "refusals", "empty")
+    for key in (*kinds, "r429_quota"):
         assert stats[key] == seen[key], key
     assert stats["r429"] == seen["r429_fault"] + seen["r429_quota"]
     assert stats["requests"] == sum(stats[k] for k in OUTCOME_KEYS)
-    assert all(seen[k] > 0 for k in ("ok", "r500", "r503", "resets", "hangs", "malformed", "r429_fault"))
+    assert all(seen[k] > 0 for k in (*kinds, "r429_fault"))
 
 
 async def test_fault_sequence_is_seeded(session):
@@ -493,3 +540,336 @@ async def test_max_inflight_counts_concurrent_requests(session):
         assert [status for status, _, _ in results] == [200] * 8
         stats = srv.stats()
         assert stats["max_inflight"] == 8 and stats["inflight"] == 0
+
+
+# --------------------------------------------------------------------------- how real servers answer
+
+
+def has_ratelimit_headers(headers: Any) -> bool:
+    return any(h.lower().startswith("x-ratelimit-") for h in headers)
+
+
+async def limited(session: aiohttp.ClientSession, **options: Any) -> tuple[list[tuple[int, Any, Any]], dict]:
+    """Three requests one after another against a bucket of 1 refilled every 2 s: ok, 429, 429."""
+    with SimServer(rate_limit_rps=0.5, burst=1, **options) as srv:
+        results = [await post(session, srv.base_url, chat()) for _ in range(3)]
+        return results, srv.stats()
+
+
+@pytest.mark.parametrize("source", ["bucket", "fault"])
+@pytest.mark.parametrize("style", ["seconds", "ms", "both", "date", "none"])
+async def test_retry_after_styles(session, source, style):
+    if source == "bucket":
+        results, stats = await limited(session, retry_after_style=style)
+        assert [status for status, _, _ in results] == [200, 429, 429]
+        refused = [headers for _, _, headers in results[1:]]
+    else:
+        with SimServer(p429=1.0, fault_retry_after_ms=1500, retry_after_style=style) as srv:
+            refused = [(await post(session, srv.base_url, chat()))[2] for _ in range(2)]
+            stats = srv.stats()
+    for headers in refused:
+        retry_after, ms = headers.get("Retry-After"), headers.get("retry-after-ms")
+        if style in ("seconds", "both"):
+            assert re.fullmatch(r"[1-9]\d*", retry_after) and int(retry_after) == 2
+        if style in ("ms", "both"):
+            assert 0 < int(ms) <= 2000 and (source == "bucket" or ms == "1500")
+        if style == "date":
+            when = email.utils.parsedate_to_datetime(retry_after)
+            assert retry_after.endswith(" GMT") and when.utcoffset().total_seconds() == 0
+            assert when.timestamp() > time.time() - 60  # an absolute moment, not a delay
+        if style in ("ms", "none"):
+            assert retry_after is None
+        if style in ("seconds", "date", "none"):
+            assert ms is None
+    assert stats["retry_hints"] == (0 if style == "none" else 2) and stats["r429"] == 2
+
+
+async def test_ratelimit_headers_can_be_left_out(session):
+    results, stats = await limited(session, ratelimit_headers=False)
+    assert [status for status, _, _ in results] == [200, 429, 429]
+    assert not any(has_ratelimit_headers(headers) for _, _, headers in results)
+    assert all(headers["Retry-After"] == "2" for _, _, headers in results[1:])  # the hint stays
+    assert stats["ratelimit_headed"] == 0 and stats["r429_rate_limit"] == 2
+    results, stats = await limited(session)
+    assert all(has_ratelimit_headers(headers) for _, _, headers in results) and stats["ratelimit_headed"] == 3
+    with SimServer() as srv:  # no limit: no x-ratelimit-* either
+        _, _, headers = await post(session, srv.base_url, chat())
+        assert not has_ratelimit_headers(headers) and srv.stats()["ratelimit_headed"] == 0
+
+
+async def test_admin_limits_change_the_bucket_while_running(session):
+    with SimServer() as srv:
+        admin = srv.base_url.removesuffix("/v1") + "/admin/limits"
+        assert [(await post(session, srv.base_url, chat()))[0] for _ in range(4)] == [200] * 4
+        async with session.post(admin, json={"rate_limit_rps": 0.5, "burst": 1}) as r:
+            assert r.status == 200 and await r.json() == {"rate_limit_rps": 0.5, "burst": 1}
+        results = [await post(session, srv.base_url, chat()) for _ in range(3)]
+        assert [status for status, _, _ in results] == [200, 429, 429]
+        assert results[0][2]["x-ratelimit-limit-requests"] == "30"
+        assert srv.options.rate_limit_rps == 0.5
+        for bad in ({"rate_limit_rps": -1}, {"burst": 1.5}, {"rps": 3}, [1], {}):
+            async with session.post(admin, json=bad) as r:
+                assert r.status == 400 and "error" in await r.json()
+        assert srv.options.rate_limit_rps == 0.5  # a bad request changes nothing
+        assert srv.set_limits(rate_limit_rps=0) == {"rate_limit_rps": 0, "burst": 1}
+        assert [(await post(session, srv.base_url, chat()))[0] for _ in range(4)] == [200] * 4
+        srv.set_limits(rate_limit_rps=1000, burst=2)
+        statuses = [(await post(session, srv.base_url, chat()))[0] for _ in range(3)]
+        assert statuses[:2] == [200, 200]
+        with pytest.raises(ValueError, match="burst"):
+            srv.set_limits(burst=-1)
+        stats = srv.stats()
+        assert stats["limit_changes"] == 3 and stats["r400"] == 0  # admin answers are not chat requests
+
+
+ERROR_CASES = {
+    # name: (server options, request body, expected status, OpenAI type, param, code)
+    "bad_param": ({}, chat(temperature=2.5), 400, "invalid_request_error", "temperature", None),
+    "unparsable": ({}, b"{not json", 400, "invalid_request_error", None, None),
+    "bad_key": ({"api_key": "k"}, chat(), 401, "invalid_request_error", None, "invalid_api_key"),
+    "unknown_model": ({"models": ["m1"]}, chat(), 404, "invalid_request_error", "model", "model_not_found"),
+    "rate_limit": ({"rate_limit_rps": 0.5, "burst": 1}, chat(), 429, "requests", None, "rate_limit_exceeded"),
+    "quota": ({"p_quota": 1.0}, chat(), 429, "insufficient_quota", None, "insufficient_quota"),
+    "p500": ({"p500": 1.0}, chat(), 500, "server_error", None, None),
+    "p503": ({"p503": 1.0}, chat(), 503, "server_error", None, None),
+}
+VLLM_TYPES = {400: "BadRequestError", 401: "UnauthorizedError", 404: "NotFoundError"}
+VLLM_TYPES |= {429: "TooManyRequestsError", 500: "InternalServerError", 503: "ServiceUnavailableError"}
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+@pytest.mark.parametrize("style", ["openai", "vllm", "fastapi", "rfc7807", "text"])
+async def test_error_styles(session, style, case):
+    options, request, status, openai_type, param, code = ERROR_CASES[case]
+    with SimServer(error_style=style, **options) as srv:
+        if case == "rate_limit":
+            await post(session, srv.base_url, chat())
+        kw = {"data": request} if isinstance(request, bytes) else {"json": request}
+        async with session.post(f"{srv.base_url}/chat/completions", **kw) as r:
+            assert r.status == status
+            content_type, raw = r.content_type, (await r.read()).decode()
+        stats = srv.stats()
+    assert stats[f"r{status}"] == 1
+    if style == "text":
+        assert content_type == "text/plain" and raw and not raw.startswith("{")
+        return
+    body = json.loads(raw)
+    assert content_type == ("application/problem+json" if style == "rfc7807" else "application/json")
+    if style == "openai":
+        assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+        assert (body["error"]["type"], body["error"]["param"], body["error"]["code"]) == (openai_type, param, code)
+        message = body["error"]["message"]
+    elif style == "vllm":
+        assert list(body) == ["object", "message", "type", "param", "code"]
+        assert (body["object"], body["type"], body["param"], body["code"]) == (
+            "error",
+            VLLM_TYPES[status],
+            param,
+            status,
+        )
+        message = body["message"]
+    elif style == "rfc7807":
+        assert body == {
+            "type": "about:blank",
+            "title": HTTPStatus(status).phrase,
+            "status": status,
+            "detail": body["detail"],
+        }
+        message = body["detail"]
+    elif case == "bad_param":  # FastAPI's RequestValidationError
+        assert body == {
+            "detail": [
+                {"type": "value_error", "loc": ["body", "temperature"], "msg": body["detail"][0]["msg"], "input": 2.5}
+            ]
+        }
+        message = body["detail"][0]["msg"]
+    elif case == "unparsable":
+        (item,) = body["detail"]
+        assert item["type"] == "json_invalid" and item["loc"] == ["body", 1] and item["msg"] == "JSON decode error"
+        assert item["input"] == {} and item["ctx"]["error"]
+        message = item["msg"]
+    else:  # FastAPI's HTTPException
+        assert list(body) == ["detail"] and isinstance(body["detail"], str)
+        message = body["detail"]
+    assert isinstance(message, str) and message
+
+
+@pytest.mark.parametrize("style", ["vllm", "fastapi", "rfc7807", "text"])
+async def test_error_style_applies_to_every_route(session, style):
+    with SimServer(error_style=style, api_key="k") as srv:
+        for method, url, status in [("GET", f"{srv.base_url}/models", 401), ("GET", f"{srv.base_url}/nope", 404)]:
+            async with session.request(method, url) as r:
+                assert r.status == status
+                raw = await r.read()
+            assert not raw.startswith(b'{"error"') and (r.content_type == "text/plain") == (style == "text")
+
+
+REASONING_SCHEMA_FIELDS = ("reasoning_content", "reasoning")
+
+
+@pytest.mark.parametrize("field", REASONING_SCHEMA_FIELDS)
+async def test_reasoning_full_answer_at_large_max_tokens(session, field):
+    with SimServer() as plain, SimServer(reasoning=True, reasoning_field=field, reasoning_words=20) as thinking:
+        _, expected, _ = await post(session, plain.base_url, chat(seed=21, max_tokens=500))
+        status, body, _ = await post(session, thinking.base_url, chat(seed=21, max_tokens=500))
+        stats = thinking.stats()
+    assert status == 200
+    message, choice = body["choices"][0]["message"], body["choices"][0]
+    other = next(f for f in REASONING_SCHEMA_FIELDS if f != field)
+    assert other not in message and len(message[field].split()) == 20
+    assert message["content"] == expected["choices"][0]["message"]["content"]  # thinking leaves the answer alone
+    assert choice["finish_reason"] == "stop"
+    assert body["usage"]["completion_tokens"] == expected["usage"]["completion_tokens"] + 20
+    assert (stats["reasoning_tokens"], stats["reasoning_cut"], stats["ok"]) == (20, 0, 1)
+
+
+@pytest.mark.parametrize("max_tokens", [5, 48])
+async def test_reasoning_runs_out_of_max_tokens(session, max_tokens):
+    with SimServer(reasoning=True) as srv:
+        status, body, _ = await post(session, srv.base_url, chat(seed=22, max_tokens=max_tokens, n=2))
+        stats = srv.stats()
+    assert status == 200
+    for choice in body["choices"]:
+        assert choice["message"]["content"] is None and choice["finish_reason"] == "length"
+        assert len(choice["message"]["reasoning_content"].split()) == max_tokens
+    assert body["usage"]["completion_tokens"] == 2 * max_tokens
+    assert (stats["reasoning_cut"], stats["reasoning_tokens"], stats["ok"]) == (2, 2 * max_tokens, 1)
+
+
+async def test_reasoning_leaves_what_is_left_of_max_tokens_to_the_answer(session):
+    with SimServer(reasoning=True, reasoning_words=10) as srv:
+        _, body, _ = await post(session, srv.base_url, chat(seed=23, max_tokens=13))
+    choice = body["choices"][0]
+    assert len(choice["message"]["content"].split()) == 3 and choice["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 13
+
+
+def sse_chunks(raw: str) -> list[dict[str, Any]]:
+    events = [e.removeprefix("data: ") for e in raw.split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    return [json.loads(e) for e in events[:-1]]
+
+
+@pytest.mark.parametrize("field", REASONING_SCHEMA_FIELDS)
+async def test_streaming_sends_thinking_deltas_first(session, field):
+    with SimServer(reasoning=True, reasoning_field=field, reasoning_words=30) as srv:
+        request = chat(seed=24, n=2, max_tokens=200)
+        _, plain, _ = await post(session, srv.base_url, request)
+        async with session.post(f"{srv.base_url}/chat/completions", json=dict(request, stream=True)) as r:
+            chunks = sse_chunks((await r.read()).decode())
+        stats = await wait_until_idle(session, srv.base_url)  # counted after the last byte is written
+    order: dict[int, list[str]] = collections.defaultdict(list)
+    texts: dict[tuple[int, str], str] = collections.defaultdict(str)
+    for c in chunks:
+        (choice,) = c["choices"]
+        for key in (field, "content"):
+            if choice["delta"].get(key):
+                order[choice["index"]].append(key)
+                texts[choice["index"], key] += choice["delta"][key]
+    for choice in plain["choices"]:
+        i = choice["index"]
+        kinds = order[i]
+        assert kinds[0] == field and kinds[-1] == "content" and kinds.index("content") == kinds.count(field)
+        assert texts[i, field] == choice["message"][field] and texts[i, "content"] == choice["message"]["content"]
+    assert stats["reasoning_tokens"] == 4 * 30 and stats["ok"] == 2
+
+
+async def test_html_refusal_and_empty_answers(session):
+    with SimServer(p_html=1.0) as srv:
+        async with session.post(f"{srv.base_url}/chat/completions", json=chat()) as r:
+            assert r.status == 200 and r.content_type == "text/html"
+            assert (await r.text()).startswith("<!DOCTYPE html>")
+        assert (srv.stats()["html"], srv.stats()["ok"]) == (1, 0)
+    with SimServer(p_refusal=1.0) as srv:
+        status, body, _ = await post(session, srv.base_url, chat(n=2))
+        assert status == 200
+        for choice in body["choices"]:
+            assert choice["message"] == {
+                "role": "assistant",
+                "content": None,
+                "refusal": "I'm sorry, I can't help with that.",
+            }
+            assert choice["finish_reason"] == "stop"
+        async with session.post(f"{srv.base_url}/chat/completions", json=chat(stream=True)) as r:
+            chunks = sse_chunks((await r.read()).decode())
+        refusal = "".join(c["choices"][0]["delta"].get("refusal", "") for c in chunks)
+        assert refusal == "I'm sorry, I can't help with that." and chunks[-1]["choices"][0]["finish_reason"] == "stop"
+        stats = await wait_until_idle(session, srv.base_url)
+        assert (stats["refusals"], stats["ok"]) == (2, 0)
+    with SimServer(p_empty=1.0, reasoning=True) as srv:
+        status, body, _ = await post(session, srv.base_url, chat())
+        choice = body["choices"][0]
+        assert status == 200 and choice["message"] == {"role": "assistant", "content": None}
+        assert choice["finish_reason"] == "stop" and body["usage"]["completion_tokens"] == 0
+        assert (srv.stats()["empty"], srv.stats()["ok"], srv.stats()["reasoning_tokens"]) == (1, 0, 0)
+
+
+# --------------------------------------------------------------------------- options declared once
+
+
+def test_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(SimOptions):
+        flag = "--" + f.name.replace("_", "-")
+        assert re.search(re.escape(flag) + r"\b(?!-)", out) if f.name != "api_key" else flag + " " not in out, flag
+    for text in ("--no-ratelimit-headers", "--no-reasoning", "--api-key-env", "seconds,ms,both,date,none"):
+        assert text in out, text
+
+
+def test_flags_parse_into_options(monkeypatch):
+    monkeypatch.setenv("SDG_SIM_TEST_KEY", "sekret")
+    argv = ["--no-ratelimit-headers", "--models", "a, b", "--retry-after-style", "date", "--reasoning"]
+    argv += ["--fault-retry-after-ms", "250", "--error-style", "rfc7807", "--api-key-env", "SDG_SIM_TEST_KEY"]
+    options = options_from_args(build_parser().parse_args(argv))
+    assert options == SimOptions(
+        ratelimit_headers=False,
+        models=["a", "b"],
+        retry_after_style="date",
+        reasoning=True,
+        fault_retry_after_ms=250.0,
+        error_style="rfc7807",
+        api_key="sekret",
+    )
+    assert options_from_args(build_parser().parse_args([])) == SimOptions()
+
+
+def test_options_argv_round_trips_and_sim_command_uses_it():
+    options = SimOptions(
+        ratelimit_headers=False, reasoning=True, models=["a", "b"], p429=0.25, fault_retry_after_ms=10, seed=3
+    )
+    argv = options_argv(options)
+    assert "--no-ratelimit-headers" in argv and "--latency-ms" not in argv  # defaults left out
+    assert options_from_args(build_parser().parse_args(argv)) == options
+    command = sim_command({"p429": 0.25, "models": ["a", "b"], "ratelimit_headers": False, "error_style": "vllm"})
+    assert command[1:7] == ["-m", "sdg.endpoints.sim", "--host", "127.0.0.1", "--port", "0"]
+    assert command[7:] == ["--p429", "0.25", "--no-ratelimit-headers", "--error-style", "vllm", "--models", "a,b"]
+    parsed = options_from_args(build_parser().parse_args(command[3:]))
+    assert (parsed.p429, parsed.models, parsed.ratelimit_headers, parsed.error_style) == (
+        0.25,
+        ["a", "b"],
+        False,
+        "vllm",
+    )
+    assert sim_command({}) == sim_command(None) == [sys.executable, *command[1:7]]
+    with pytest.raises(EndpointStartError, match="p429"):
+        sim_command({"p429": 2})
+    with pytest.raises(EndpointStartError, match="nonsense"):
+        sim_command({"nonsense": 1})
+    with pytest.raises(EndpointStartError, match="environment"):
+        sim_command({"api_key": "sekret"})
+
+
+def test_options_are_a_structured_config():
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.merge(OmegaConf.structured(SimOptions), {"models": ["a"], "retry_after_style": "none"})
+    options = OmegaConf.to_object(cfg)
+    assert isinstance(options, SimOptions) and options.models == ["a"] and options.retry_after_style == "none"
+    run_side = {f.name for f in dataclasses.fields(SimServerConfig)}
+    assert run_side == {f.name for f in dataclasses.fields(SimOptions)} - {"host", "port", "api_key"}
+    section = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SimServerConfig), {"p_html": 0.5}))
+    assert section.to_options(port=0).p_html == 0.5
+    assert sim_command(dataclasses.asdict(section))[-2:] == ["--p-html", "0.5"]

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -131,13 +131,23 @@ class ServerProcess:
         self.stop()
 
 
-def sim_command(options: dict[str, object]) -> list[str]:
-    """argv for `python -m sdg.endpoints.sim` with the given options (underscores become dashes)."""
+def sim_command(options: Mapping[str, object] | None = None) -> list[str]:
+    """argv for `python -m sdg.endpoints.sim` on 127.0.0.1 and a free port with the given `SimOptions` values.
+
+    The flags come from the options' own fields (`options_argv`), so any option the sim has can be passed;
+    bad values raise EndpointStartError at once, before a process is started.
+    """
+    from sdg.endpoints.sim import SimOptions, options_argv
+
+    values = dict(options or {})
+    if values.pop("api_key", None) is not None:
+        raise EndpointStartError("the simulated server takes its key from the environment (--api-key-env), not argv")
+    try:
+        parsed = SimOptions(**values)
+    except (TypeError, ValueError) as exc:
+        raise EndpointStartError(f"bad option for the simulated server: {exc}") from None
     argv = [sys.executable, "-m", "sdg.endpoints.sim", "--host", "127.0.0.1", "--port", "0"]
-    for key, value in options.items():
-        if value is not None:
-            argv += [f"--{key.replace('_', '-')}", str(value)]
-    return argv
+    return argv + options_argv(parsed, skip=("host", "port"))
 
 
 def sim_stats(base_url: str) -> dict[str, int]:

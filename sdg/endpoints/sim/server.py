@@ -1,40 +1,43 @@
-"""Simulated OpenAI-compatible chat endpoint for dry runs, load tests and fault tests.
+"""The simulated endpoint: `Simulator` on the caller's event loop, `SimServer` on its own thread.
 
-Run it as ``python -m sdg.endpoints.sim`` (the first stdout line is the base URL) or in-process with
-:class:`SimServer` (own thread and event loop) or :class:`Simulator` (on the caller's loop).
-The text is deterministic in the request, faults are drawn from a seeded RNG in arrival order, and
-``GET /stats`` counts everything served so tests can compare it with what a client observed.
+Routes: POST /v1/chat/completions (also streaming), GET /v1/models, GET /stats (counts of everything
+served), GET /requests (recent bodies), POST /reset (zero the counts), POST /admin/limits (change the
+token bucket while running). Checks run in order: auth, body, model, rate limit, random fault; then answer.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import json
-import logging
-import math
-import os
 import random
-import signal
 import socket
 import struct
-import sys
 import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from itertools import zip_longest
 from typing import Any
 
 from aiohttp import web
 
-log = logging.getLogger(__name__)
+from sdg.endpoints.sim.bucket import TokenBucket, retry_after_headers
+from sdg.endpoints.sim.errors import ApiError, render_error
+from sdg.endpoints.sim.faker import (
+    break_json,
+    choice_rng,
+    fake_value,
+    qa_text,
+    reasoning_text,
+    request_digest,
+)
+from sdg.endpoints.sim.options import FAULT_KINDS, SimOptions
 
-FAULT_KINDS = ("p429", "p_quota", "p500", "p503", "p_reset", "p_hang", "p_malformed")
+__all__ = ["REFUSAL", "STAT_KEYS", "SimServer", "Simulator"]
+
 STAT_KEYS = (
     "requests",
     "ok",
@@ -49,8 +52,16 @@ STAT_KEYS = (
     "resets",
     "hangs",
     "malformed",
+    "html",  # 200 text/html pages (p_html)
+    "refusals",  # 200 answers with content null and `refusal` set (p_refusal)
+    "empty",  # 200 answers with content null, no reasoning (p_empty)
     "cancelled",
     "bad_json",
+    "retry_hints",  # 429s that carried Retry-After and/or retry-after-ms
+    "ratelimit_headed",  # requests whose answer carries x-ratelimit-* headers
+    "limit_changes",  # POST /admin/limits or set_limits()
+    "reasoning_tokens",  # thinking words sent (reasoning=True)
+    "reasoning_cut",  # choices whose thinking used up max_tokens: content null, finish_reason length
     "inflight",
     "max_inflight",
     "prompt_tokens",
@@ -60,76 +71,21 @@ REQUEST_LOG_SIZE = 1000
 MAX_N = 128
 WORDS_PER_CHUNK = 4
 TOKENS_PER_MESSAGE = 3
-
-_VOCAB = (
-    "the", "a", "model", "data", "answer", "question", "system", "value", "time", "number", "river",
-    "city", "light", "energy", "market", "process", "theory", "result", "method", "signal", "network",
-    "language", "history", "science", "planet", "water", "forest", "music", "engine", "policy", "graph",
-    "memory", "pattern", "source", "is", "are", "was", "can", "will", "should", "why", "how", "what",
-    "which", "when", "does", "of", "in", "on", "for", "with", "by", "from", "and", "or", "because",
-    "often", "usually", "rarely", "quickly", "simple", "complex", "large", "small", "early", "modern",
-)  # fmt: skip
-
-_ERROR_500 = {"message": "The server had an error while processing your request.", "type": "server_error"}
-_ERROR_503 = {"message": "The engine is currently overloaded, please try again later.", "type": "server_error"}
-_ERROR_QUOTA = {
-    "message": "You exceeded your current quota, please check your plan and billing details.",
-    "type": "insufficient_quota",
-    "code": "insufficient_quota",
-}
-_ERROR_RATE = {"type": "requests", "code": "rate_limit_exceeded"}
+# OpenAI's refusal shape: message.content null and message.refusal set
+# (https://platform.openai.com/docs/guides/structured-outputs#refusals).
+REFUSAL = "I'm sorry, I can't help with that."
+_ANSWER_STAT = {"ok": "ok", "refusal": "refusals", "empty": "empty"}
+_HTML_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>\n"
+    b"<h1>Authentication required</h1>\n<p>Please sign in to continue to the requested page.</p>\n"
+    b'<form method="post" action="/login"><input name="user"><input name="password" type="password">'
+    b"<button>Sign in</button></form>\n</body></html>\n"
+)
 _MALFORMED_BODY = (
     b'{"id": "chatcmpl-sim", "object": "chat.completion", "choices": [{"index": 0, "message": '
     b'{"role": "assistant", "content": "Question: why'
 )
-
-
-@dataclass
-class SimOptions:
-    """Behaviour of the simulated endpoint; validated on construction so bad values fail early."""
-
-    host: str = "127.0.0.1"
-    port: int = 0
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
-    tokens_per_s: float = 0.0
-    rate_limit_rps: float = 0.0
-    burst: int = 0
-    p429: float = 0.0
-    p500: float = 0.0
-    p503: float = 0.0
-    p_reset: float = 0.0
-    p_hang: float = 0.0
-    p_malformed: float = 0.0
-    p_bad_json: float = 0.0
-    p_quota: float = 0.0
-    fault_retry_after_ms: float | None = None
-    hang_s: float = 600.0
-    api_key: str | None = field(default=None, repr=False)  # never logged
-    models: tuple[str, ...] = ()
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.models = tuple(self.models)
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad option."""
-        for name in (*FAULT_KINDS, "p_bad_json"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
-        total = sum(getattr(self, name) for name in FAULT_KINDS)
-        if total > 1.0 + 1e-9:
-            raise ValueError(f"fault probabilities {', '.join(FAULT_KINDS)} sum to {total:g} > 1")
-        for name in ("latency_ms", "jitter_ms", "tokens_per_s", "rate_limit_rps", "burst", "hang_s"):
-            value = getattr(self, name)
-            if not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        if self.fault_retry_after_ms is not None and not self.fault_retry_after_ms >= 0:
-            raise ValueError(f"fault_retry_after_ms must be >= 0, got {self.fault_retry_after_ms}")
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be in [0, 65535], got {self.port}")
+_QUOTA = "You exceeded your current quota, please check your plan and billing details."
 
 
 class _BadRequest(Exception):
@@ -157,9 +113,11 @@ class _ChatRequest:
 
 @dataclass(slots=True)
 class _Choice:
-    content: str
+    content: str | None
     finish_reason: str
-    tokens: int
+    tokens: int  # completion tokens, thinking included
+    reasoning: str | None = None
+    refusal: str | None = None
 
 
 # --------------------------------------------------------------------------- request validation
@@ -256,6 +214,25 @@ def _parse_chat(body: Any) -> _ChatRequest:
     )
 
 
+def _bad_request(e: _BadRequest, body: Any) -> ApiError:
+    loc = ["body", e.param] if e.param else ["body"]
+    value = body.get(e.param) if e.param and isinstance(body, dict) else body
+    item = {"type": "value_error", "loc": loc, "msg": str(e), "input": value}
+    return ApiError(400, str(e), "invalid_request_error", e.param, validation=item)
+
+
+def _unparsable(e: json.JSONDecodeError | UnicodeDecodeError) -> ApiError:
+    pos, why = (e.pos, e.msg) if isinstance(e, json.JSONDecodeError) else (e.start, e.reason)
+    item = {
+        "type": "json_invalid",
+        "loc": ["body", pos],
+        "msg": "JSON decode error",
+        "input": {},
+        "ctx": {"error": why},
+    }
+    return ApiError(400, "Could not parse the JSON body.", "invalid_request_error", validation=item)
+
+
 def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
     total = 0
     for msg in messages:
@@ -264,125 +241,6 @@ def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
             content = " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
         total += TOKENS_PER_MESSAGE + (len(content.split()) if content else 0)
     return total
-
-
-# --------------------------------------------------------------------------- text and JSON generation
-
-
-def _request_digest(req: _ChatRequest) -> hashlib.blake2b:
-    """Hash of everything the text depends on except the choice index (copied per choice)."""
-    key = [req.model, req.messages, req.seed, req.temperature, req.top_p]
-    return hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=16)
-
-
-def _choice_rng(digest: hashlib.blake2b, index: int) -> random.Random:
-    h = digest.copy()
-    h.update(index.to_bytes(4, "little"))
-    return random.Random(int.from_bytes(h.digest(), "little"))
-
-
-def _words(rng: random.Random, k: int) -> str:
-    return " ".join(rng.choices(_VOCAB, k=k))
-
-
-def _qa_text(rng: random.Random) -> str:
-    """A Q&A-shaped text of 12–60 words ("Question:" and "Answer:" count as words)."""
-    length = rng.randint(12, 60)
-    q_len = rng.randint(3, length // 2 - 1)
-    question = _words(rng, q_len).capitalize()
-    answer = _words(rng, length - 2 - q_len).capitalize()
-    return f"Question: {question}? Answer: {answer}."
-
-
-def _resolve_ref(root: dict[str, Any], ref: str) -> dict[str, Any]:
-    node: Any = root
-    for part in ref.lstrip("#/").split("/"):
-        node = node[part]
-    return node
-
-
-def _fake_value(schema: dict[str, Any], rng: random.Random, root: dict[str, Any], depth: int = 0) -> Any:
-    """A value valid for the common JSON-schema subset (types, properties, enum, const, $ref, anyOf)."""
-    if "$ref" in schema:
-        schema = _resolve_ref(root, schema["$ref"])
-    if "const" in schema:
-        return schema["const"]
-    if schema.get("enum"):
-        return rng.choice(schema["enum"])
-    options = schema.get("anyOf") or schema.get("oneOf")
-    if options:
-        non_null = [o for o in options if o.get("type") != "null"]
-        return _fake_value((non_null or options)[0], rng, root, depth + 1)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind is None:
-        kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
-    return _FAKERS[kind](schema, rng, root, depth)
-
-
-def _fake_object(schema: dict[str, Any], rng: random.Random, root: dict[str, Any], depth: int) -> dict[str, Any]:
-    props = schema.get("properties", {})
-    return {name: _fake_value(sub, rng, root, depth + 1) for name, sub in props.items()}
-
-
-def _fake_array(schema: dict[str, Any], rng: random.Random, root: dict[str, Any], depth: int) -> list[Any]:
-    lo = schema.get("minItems", 1)
-    hi = max(lo, min(schema.get("maxItems", lo + 2), lo + 3))
-    count = rng.randint(lo, hi) if depth < 4 else lo  # depth cap keeps recursive schemas finite
-    items = schema.get("items", {"type": "string"})
-    return [_fake_value(items, rng, root, depth + 1) for _ in range(count)]
-
-
-def _fake_string(schema: dict[str, Any], rng: random.Random, root: dict[str, Any], depth: int) -> str:
-    text = _words(rng, rng.randint(2, 8)).ljust(schema.get("minLength", 0), "x")
-    max_length = schema.get("maxLength")
-    return text if max_length is None else text[:max_length]
-
-
-def _bounds(schema: dict[str, Any], step: float) -> tuple[float, float]:
-    """Inclusive numeric range from (exclusive) minimum/maximum, defaulting to a 100-wide span."""
-    lo, hi = schema.get("minimum"), schema.get("maximum")
-    if lo is None and "exclusiveMinimum" in schema:
-        lo = schema["exclusiveMinimum"] + step
-    if hi is None and "exclusiveMaximum" in schema:
-        hi = schema["exclusiveMaximum"] - step
-    if lo is None:
-        lo = 0 if hi is None or hi >= 0 else hi - 100
-    if hi is None:
-        hi = lo + 100
-    return lo, max(lo, hi)
-
-
-def _fake_integer(schema: dict[str, Any], rng: random.Random, root: dict[str, Any], depth: int) -> int:
-    lo, hi = _bounds(schema, 1)
-    return rng.randint(math.ceil(lo), max(math.ceil(lo), math.floor(hi)))
-
-
-def _fake_number(schema: dict[str, Any], rng: random.Random, root: dict[str, Any], depth: int) -> float:
-    lo, hi = _bounds(schema, 1e-6)
-    return min(hi, max(lo, round(rng.uniform(lo, hi), 3)))
-
-
-_FAKERS = {
-    "object": _fake_object,
-    "array": _fake_array,
-    "string": _fake_string,
-    "integer": _fake_integer,
-    "number": _fake_number,
-    "boolean": lambda schema, rng, root, depth: rng.random() < 0.5,
-    "null": lambda schema, rng, root, depth: None,
-}
-
-
-def _break_json(value: Any, schema: dict[str, Any], rng: random.Random) -> str:
-    """Invalid output: drop a required top-level field if there is one, else truncate the JSON."""
-    required = [k for k in schema.get("required", ()) if isinstance(value, dict) and k in value]
-    if required and rng.random() < 0.5:
-        del value[rng.choice(required)]
-        return json.dumps(value)
-    text = json.dumps(value)
-    return text[: max(1, len(text) // 2)]
 
 
 def _cut(text: str, max_tokens: int, stops: tuple[str, ...]) -> _Choice:
@@ -400,55 +258,6 @@ def _cut(text: str, max_tokens: int, stops: tuple[str, ...]) -> _Choice:
     return _Choice(text, finish, len(words))
 
 
-# --------------------------------------------------------------------------- rate limiting
-
-
-def _duration(seconds: float) -> str:
-    """OpenAI-style reset duration: "120ms" below one second, else "1.5s"."""
-    if seconds < 1:
-        return f"{math.ceil(seconds * 1000)}ms"
-    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
-
-
-def _retry_headers(seconds: float) -> dict[str, str]:
-    return {"retry-after-ms": str(math.ceil(seconds * 1000)), "Retry-After": str(max(1, math.ceil(seconds)))}
-
-
-class _TokenBucket:
-    """Requests-per-second limiter; answers carry OpenAI's x-ratelimit-* headers."""
-
-    def __init__(self, rps: float, burst: int) -> None:
-        self.rps = rps
-        self.capacity = burst or max(1, math.ceil(rps))
-        self.tokens = float(self.capacity)
-        self.stamp = time.monotonic()
-        self.limit = str(max(1, round(rps * 60)))
-
-    def take(self) -> tuple[bool, dict[str, str]]:
-        """Consume a token if one is available; return (allowed, headers)."""
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rps)
-        self.stamp = now
-        allowed = self.tokens >= 1
-        if allowed:
-            self.tokens -= 1
-        headers = {
-            "x-ratelimit-limit-requests": self.limit,
-            "x-ratelimit-remaining-requests": str(int(self.tokens)),
-            "x-ratelimit-reset-requests": _duration((self.capacity - self.tokens) / self.rps),
-        }
-        if not allowed:
-            headers.update(_retry_headers((1 - self.tokens) / self.rps))
-        return allowed, headers
-
-
-# --------------------------------------------------------------------------- the server
-
-
-def _error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
 def _drop_connection(request: web.Request) -> web.Response:
     """Close the socket with a TCP RST and no HTTP response; the dummy return is never sent."""
     transport = request.transport
@@ -459,6 +268,9 @@ def _drop_connection(request: web.Request) -> web.Response:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         transport.abort()
     return web.Response()
+
+
+# --------------------------------------------------------------------------- the server
 
 
 class Simulator:
@@ -473,7 +285,7 @@ class Simulator:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._fault_rng = random.Random(opt.seed)
         self._aux_rng = random.Random(f"aux-{opt.seed}")  # jitter and bad JSON; keeps fault draws stable
-        self._bucket = _TokenBucket(opt.rate_limit_rps, opt.burst) if opt.rate_limit_rps > 0 else None
+        self._bucket = TokenBucket(opt.rate_limit_rps, opt.burst) if opt.rate_limit_rps > 0 else None
         self._auth = f"Bearer {opt.api_key}".encode() if opt.api_key is not None else None
         self._models = frozenset(opt.models)
         cum = 0.0
@@ -495,6 +307,22 @@ class Simulator:
         """Copy of the counters, as served by GET /stats."""
         return dict(self._stats)
 
+    def set_limits(self, rate_limit_rps: float | None = None, burst: int | None = None) -> dict[str, float]:
+        """Replace the token bucket (full again) with a new rate and/or burst; rate 0 removes the limit.
+
+        Unknown or bad values raise ValueError and change nothing. Call on the server's loop (or before start).
+        """
+        changes: dict[str, Any] = {}
+        if rate_limit_rps is not None:
+            changes["rate_limit_rps"] = rate_limit_rps
+        if burst is not None:
+            changes["burst"] = burst
+        options = replace(self.options, **changes)  # validates
+        self.options = options
+        self._bucket = TokenBucket(options.rate_limit_rps, options.burst) if options.rate_limit_rps > 0 else None
+        self._stats["limit_changes"] += 1
+        return {"rate_limit_rps": options.rate_limit_rps, "burst": options.burst}
+
     async def start(self) -> str:
         """Listen on host:port and return the base URL ("http://host:port/v1")."""
         if self._runner is not None:
@@ -505,6 +333,7 @@ class Simulator:
         app.router.add_get("/stats", self._get_stats)
         app.router.add_post("/reset", self._reset)
         app.router.add_get("/requests", self._get_requests)
+        app.router.add_post("/admin/limits", self._post_limits)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         app.on_shutdown.append(self._cancel_inflight)
         # handler_cancellation: a client that goes away ends its hang or latency sleep at once.
@@ -530,6 +359,22 @@ class Simulator:
         for task in list(self._tasks):
             task.cancel()
 
+    # ----------------------------------------------------------------------- errors
+
+    def _error(self, error: ApiError, stat: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
+        """An error answer in the configured body shape; `stat` is the counter it bumps."""
+        if stat is not None:
+            self._stats[stat] += 1
+        if error.status == 429 and headers and ("Retry-After" in headers or "retry-after-ms" in headers):
+            self._stats["retry_hints"] += 1
+        body, content_type = render_error(error, self.options.error_style)
+        charset = "utf-8" if content_type == "text/plain" else None
+        return web.Response(body=body, status=error.status, content_type=content_type, charset=charset, headers=headers)
+
+    def _invalid_key(self, stat: str | None = None) -> web.Response:
+        error = ApiError(401, "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key")
+        return self._error(error, stat)
+
     # ----------------------------------------------------------------------- admin routes
 
     async def _get_stats(self, request: web.Request) -> web.Response:
@@ -548,20 +393,35 @@ class Simulator:
         try:
             limit = int(request.query.get("limit", "100"))
         except ValueError:
-            return web.json_response(_error_body("limit must be an integer", "invalid_request_error"), status=400)
+            return self._error(ApiError(400, "limit must be an integer", "invalid_request_error", "limit"))
         items = list(self._log)[-limit:] if limit > 0 else []
         return web.json_response(items)
+
+    async def _post_limits(self, request: web.Request) -> web.Response:
+        """JSON {"rate_limit_rps": R, "burst": B} (either may be left out) → the new limits."""
+        try:
+            body = json.loads(await request.read())
+            if not isinstance(body, dict) or not body or set(body) - {"rate_limit_rps", "burst"}:
+                raise ValueError('send a JSON object with "rate_limit_rps" and/or "burst"')
+            rps, burst = body.get("rate_limit_rps"), body.get("burst")
+            if rps is not None and (isinstance(rps, bool) or not isinstance(rps, int | float)):
+                raise ValueError(f"rate_limit_rps must be a number, got {rps!r}")
+            if burst is not None and (isinstance(burst, bool) or not isinstance(burst, int)):
+                raise ValueError(f"burst must be an integer, got {burst!r}")
+            limits = self.set_limits(rate_limit_rps=rps, burst=burst)
+        except ValueError as e:  # JSONDecodeError is one
+            return self._error(ApiError(400, str(e), "invalid_request_error"))
+        return web.json_response(limits)
 
     async def _list_models(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return self._invalid_key()
-        names = self.options.models or ("sim-model",)
+        names = self.options.models or ["sim-model"]
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "sdg-sim"} for m in names]
         return web.json_response({"object": "list", "data": data})
 
     async def _not_found(self, request: web.Request) -> web.Response:
-        body = _error_body(f"Invalid URL ({request.method} {request.path})", "invalid_request_error")
-        return web.json_response(body, status=404)
+        return self._error(ApiError(404, f"Invalid URL ({request.method} {request.path})", "invalid_request_error"))
 
     # ----------------------------------------------------------------------- chat completions
 
@@ -569,16 +429,6 @@ class Simulator:
         if self._auth is None:
             return True
         return hmac.compare_digest(request.headers.get("Authorization", "").encode(), self._auth)
-
-    def _invalid_key(self) -> web.Response:
-        body = _error_body("Incorrect API key provided.", "invalid_request_error", code="invalid_api_key")
-        return web.json_response(body, status=401)
-
-    def _fail(
-        self, status: int, stat: str, body: dict[str, Any], headers: dict[str, str] | None = None
-    ) -> web.Response:
-        self._stats[stat] += 1
-        return web.json_response(body, status=status, headers=headers)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         """Track concurrency and make the request cancellable on stop, then serve it."""
@@ -597,36 +447,49 @@ class Simulator:
     async def _serve_chat(self, request: web.Request) -> web.StreamResponse:
         """Checks in order: auth, body, model, rate limit, random fault; then answer."""
         if not self._authorized(request):
-            self._stats["r401"] += 1
-            return self._invalid_key()
+            return self._invalid_key("r401")
         try:
             body = json.loads(await request.read())
-        except ValueError:
-            return self._fail(400, "r400", _error_body("Could not parse the JSON body.", "invalid_request_error"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return self._error(_unparsable(e), "r400")
         self._log.append(body)
         try:
             req = _parse_chat(body)
         except _BadRequest as e:
-            return self._fail(400, "r400", _error_body(str(e), "invalid_request_error", e.param))
+            return self._error(_bad_request(e, body), "r400")
         if self._models and req.model not in self._models:
             message = f"The model `{req.model}` does not exist or you do not have access to it."
-            return self._fail(404, "r404", _error_body(message, "invalid_request_error", "model", "model_not_found"))
-        headers = None
-        if self._bucket is not None:
-            allowed, headers = self._bucket.take()
-            if not allowed:
-                self._stats["r429_rate_limit"] += 1
-                message = f"Rate limit reached for requests: limit {self._bucket.limit} per min."
-                return self._fail(429, "r429", {"error": {"message": message, "param": None, **_ERROR_RATE}}, headers)
+            return self._error(ApiError(404, message, "invalid_request_error", "model", "model_not_found"), "r404")
+        headers, refused = self._rate_limit()
+        if refused is not None:
+            return refused
         if self._fault_total > 0:
             fault = self._draw_fault()
             if fault is not None:
-                return await self._fault(fault, request)
+                return await self._fault(fault, request, req, headers)
         try:
             return await self._answer(request, req, headers)
         except asyncio.CancelledError:  # client left (or stop()) during latency: count it so tallies add up
             self._stats["cancelled"] += 1
             raise
+
+    def _rate_limit(self) -> tuple[dict[str, str] | None, web.Response | None]:
+        """(x-ratelimit-* headers or None without a limit, the 429 answer when over the limit)."""
+        bucket = self._bucket
+        if bucket is None:
+            return None, None
+        opt = self.options
+        allowed = bucket.take()
+        headers = bucket.headers() if opt.ratelimit_headers else {}
+        if headers:
+            self._stats["ratelimit_headed"] += 1
+        if allowed:
+            return headers, None
+        self._stats["r429_rate_limit"] += 1
+        headers.update(retry_after_headers(bucket.wait_s(), opt.retry_after_style))
+        message = f"Rate limit reached for requests: limit {bucket.limit} per min."
+        error = ApiError(429, message, "requests", code="rate_limit_exceeded")
+        return headers, self._error(error, "r429", headers)
 
     def _draw_fault(self) -> str | None:
         u = self._fault_rng.random()
@@ -635,20 +498,24 @@ class Simulator:
                 return kind
         return None
 
-    async def _fault(self, kind: str, request: web.Request) -> web.StreamResponse:
+    async def _fault(
+        self, kind: str, request: web.Request, req: _ChatRequest, headers: dict[str, str] | None
+    ) -> web.StreamResponse:
         stats = self._stats
         if kind == "p429":
-            seconds = self.options.fault_retry_after_ms
-            headers = _retry_headers(seconds / 1000) if seconds is not None else None
+            ms = self.options.fault_retry_after_ms
+            hint = retry_after_headers(ms / 1000, self.options.retry_after_style) if ms is not None else None
             message = "Rate limit reached for requests (simulated)."
-            return self._fail(429, "r429", {"error": {"message": message, "param": None, **_ERROR_RATE}}, headers)
+            return self._error(ApiError(429, message, "requests", code="rate_limit_exceeded"), "r429", hint)
         if kind == "p_quota":
             stats["r429_quota"] += 1
-            return self._fail(429, "r429", {"error": {"param": None, **_ERROR_QUOTA}})
+            return self._error(ApiError(429, _QUOTA, "insufficient_quota", code="insufficient_quota"), "r429")
         if kind == "p500":
-            return self._fail(500, "r500", {"error": {"param": None, "code": None, **_ERROR_500}})
+            message = "The server had an error while processing your request."
+            return self._error(ApiError(500, message, "server_error"), "r500")
         if kind == "p503":
-            return self._fail(503, "r503", {"error": {"param": None, "code": None, **_ERROR_503}})
+            message = "The engine is currently overloaded, please try again later."
+            return self._error(ApiError(503, message, "server_error"), "r503")
         if kind == "p_reset":
             stats["resets"] += 1
             return _drop_connection(request)
@@ -656,36 +523,69 @@ class Simulator:
             stats["hangs"] += 1
             await asyncio.sleep(self.options.hang_s)  # cancelled early by client disconnect or stop()
             return _drop_connection(request)
-        stats["malformed"] += 1
-        return web.Response(body=_MALFORMED_BODY, content_type="application/json")
+        if kind == "p_malformed":
+            stats["malformed"] += 1
+            return web.Response(body=_MALFORMED_BODY, content_type="application/json")
+        if kind == "p_html":  # a login wall or captive proxy in front of the endpoint: 200, but no JSON
+            stats["html"] += 1
+            return web.Response(body=_HTML_PAGE, content_type="text/html", charset="utf-8")
+        try:  # p_refusal, p_empty: well-formed answers without content
+            return await self._answer(request, req, headers, kind=kind.removeprefix("p_"))
+        except asyncio.CancelledError:
+            stats["cancelled"] += 1
+            raise
 
-    def _choice(self, req: _ChatRequest, digest: hashlib.blake2b, index: int) -> _Choice:
-        rng = _choice_rng(digest, index)
+    def _choice(self, req: _ChatRequest, digest: Any, index: int, kind: str) -> _Choice:
+        if kind == "refusal":
+            return _Choice(None, "stop", len(REFUSAL.split()), refusal=REFUSAL)
+        if kind == "empty":
+            return _Choice(None, "stop", 0)
+        rng = choice_rng(digest, index)
         fmt = req.response_format
         if fmt is None:
-            text = _qa_text(rng)
+            text = qa_text(rng)
         elif fmt["type"] == "json_object":
-            text = json.dumps({"question": _qa_text(rng), "confidence": round(rng.random(), 3)})
+            text = json.dumps({"question": qa_text(rng), "confidence": round(rng.random(), 3)})
         else:
             schema = fmt["schema"]
-            value = _fake_value(schema, rng, schema)
+            value = fake_value(schema, rng, schema)
             if self.options.p_bad_json and self._aux_rng.random() < self.options.p_bad_json:
                 self._stats["bad_json"] += 1
-                text = _break_json(value, schema, rng)
+                text = break_json(value, schema, rng)
             else:
                 text = json.dumps(value)
-        return _cut(text, req.max_tokens, req.stop)
+        opt = self.options
+        if not opt.reasoning:
+            return _cut(text, req.max_tokens, req.stop)
+        # Reasoning model (vLLM with --reasoning-parser, llama.cpp): the thinking comes first and counts
+        # against max_tokens; if it uses them all, content is null and finish_reason "length".
+        thought = min(opt.reasoning_words, req.max_tokens)
+        thinking = reasoning_text(choice_rng(digest, index, b"think"), thought)
+        if opt.reasoning_words >= req.max_tokens:
+            return _Choice(None, "length", thought, reasoning=thinking)
+        choice = _cut(text, req.max_tokens - thought, req.stop)
+        choice.reasoning = thinking
+        choice.tokens += thought
+        return choice
 
     def _delay(self) -> float:
         opt = self.options
         jitter = self._aux_rng.uniform(0, opt.jitter_ms) if opt.jitter_ms else 0.0
         return (opt.latency_ms + jitter) / 1000
 
+    def _message(self, c: _Choice) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": c.content}
+        if c.reasoning is not None:
+            message[self.options.reasoning_field] = c.reasoning
+        if c.refusal is not None:
+            message["refusal"] = c.refusal
+        return message
+
     async def _answer(
-        self, request: web.Request, req: _ChatRequest, headers: dict[str, str] | None
+        self, request: web.Request, req: _ChatRequest, headers: dict[str, str] | None, kind: str = "ok"
     ) -> web.StreamResponse:
-        digest = _request_digest(req)
-        choices = [self._choice(req, digest, i) for i in range(req.n)]
+        digest = request_digest(req.model, req.messages, req.seed, req.temperature, req.top_p)
+        choices = [self._choice(req, digest, i, kind) for i in range(req.n)]
         prompt_tokens = _prompt_tokens(req.messages)
         completion_tokens = sum(c.tokens for c in choices)
         usage = {
@@ -696,7 +596,7 @@ class Simulator:
         meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model}
         delay = self._delay()
         if req.stream:
-            return await self._stream(request, req, meta, choices, usage, headers, delay)
+            return await self._stream(request, req, meta, choices, usage, headers, delay, kind)
         if self.options.tokens_per_s:
             delay += completion_tokens / self.options.tokens_per_s
         if delay:
@@ -707,23 +607,23 @@ class Simulator:
             "created": meta["created"],
             "model": req.model,
             "choices": [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": c.content},
-                    "finish_reason": c.finish_reason,
-                }
+                {"index": i, "message": self._message(c), "finish_reason": c.finish_reason}
                 for i, c in enumerate(choices)
             ],
             "usage": usage,
         }
-        self._count_ok(usage)
+        self._count_answer(kind, usage, choices)
         return web.Response(body=json.dumps(body).encode(), content_type="application/json", headers=headers)
 
-    def _count_ok(self, usage: dict[str, int]) -> None:
+    def _count_answer(self, kind: str, usage: dict[str, int], choices: list[_Choice]) -> None:
         stats = self._stats
-        stats["ok"] += 1
+        stats[_ANSWER_STAT[kind]] += 1
         stats["prompt_tokens"] += usage["prompt_tokens"]
         stats["completion_tokens"] += usage["completion_tokens"]
+        for c in choices:
+            if c.reasoning is not None:
+                stats["reasoning_tokens"] += len(c.reasoning.split())
+                stats["reasoning_cut"] += c.content is None
 
     async def _stream(
         self,
@@ -734,6 +634,7 @@ class Simulator:
         usage: dict[str, int],
         headers: dict[str, str] | None,
         delay: float,
+        kind: str,
     ) -> web.StreamResponse:
         """SSE answer: latency before the first chunk, then chunks spaced by tokens_per_s."""
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -741,7 +642,8 @@ class Simulator:
             resp.headers.update(headers)
         if delay:
             await asyncio.sleep(delay)
-        events = _sse_events(meta, choices, usage if req.include_usage else None)
+        usage_or_none = usage if req.include_usage else None
+        events = _sse_events(meta, choices, usage_or_none, self.options.reasoning_field)
         tps = self.options.tokens_per_s
         try:
             await resp.prepare(request)
@@ -756,12 +658,20 @@ class Simulator:
         except ConnectionError:  # client went away mid-stream: not an answer, not a server error
             self._stats["cancelled"] += 1
             return resp
-        self._count_ok(usage)
+        self._count_answer(kind, usage, choices)
         return resp
 
 
-def _sse_events(meta: dict[str, Any], choices: list[_Choice], usage: dict[str, int] | None) -> list[tuple[int, bytes]]:
-    """(words in chunk, SSE bytes) for a whole stream; choices' deltas are interleaved like OpenAI's."""
+def _sse_events(
+    meta: dict[str, Any], choices: list[_Choice], usage: dict[str, int] | None, reasoning_field: str
+) -> list[tuple[int, bytes]]:
+    """(words in chunk, SSE bytes) for a whole stream; choices' deltas are interleaved like OpenAI's.
+
+    Each choice sends its thinking as `delta.<reasoning_field>` chunks first (vLLM's reasoning parser:
+    https://docs.vllm.ai/en/v0.10.0/features/reasoning_outputs.html, "reasoning_content"; renamed
+    "reasoning" in https://docs.vllm.ai/en/v0.11.2/features/reasoning_outputs/), then `delta.content`
+    (or `delta.refusal`) chunks, then its finish_reason.
+    """
     base = {"id": meta["id"], "object": "chat.completion.chunk", "created": meta["created"], "model": meta["model"]}
     if usage is not None:
         base["usage"] = None
@@ -771,9 +681,16 @@ def _sse_events(meta: dict[str, Any], choices: list[_Choice], usage: dict[str, i
         return b"data: " + json.dumps({**base, "choices": [choice]}).encode() + b"\n\n"
 
     events = [(0, event(i, {"role": "assistant", "content": ""}, None)) for i in range(len(choices))]
-    pieces = [_pieces(c.content) for c in choices]
-    for round_ in zip_longest(*pieces):
-        events.extend((p[0], event(i, {"content": p[1]}, None)) for i, p in enumerate(round_) if p)
+    deltas = [
+        [
+            *((w, {reasoning_field: p}) for w, p in _pieces(c.reasoning)),
+            *((w, {"content": p}) for w, p in _pieces(c.content)),
+            *((w, {"refusal": p}) for w, p in _pieces(c.refusal)),
+        ]
+        for c in choices
+    ]
+    for round_ in zip_longest(*deltas):
+        events.extend((d[0], event(i, d[1], None)) for i, d in enumerate(round_) if d)
     events.extend((0, event(i, {}, c.finish_reason)) for i, c in enumerate(choices))
     if usage is not None:
         events.append((0, b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n"))
@@ -781,7 +698,7 @@ def _sse_events(meta: dict[str, Any], choices: list[_Choice], usage: dict[str, i
     return events
 
 
-def _pieces(content: str) -> list[tuple[int, str]]:
+def _pieces(content: str | None) -> list[tuple[int, str]]:
     """Split content into deltas of a few words that concatenate back to it exactly."""
     if not content:
         return []
@@ -798,12 +715,16 @@ class SimServer:
 
     def __init__(self, options: SimOptions | None = None, **overrides: Any) -> None:
         self._sim = Simulator(options, **overrides)
-        self.options = self._sim.options
         self.base_url = ""
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._error: BaseException | None = None
+
+    @property
+    def options(self) -> SimOptions:
+        """The current options (`set_limits` changes rate_limit_rps and burst)."""
+        return self._sim.options
 
     def __enter__(self) -> SimServer:
         self.start()
@@ -815,6 +736,17 @@ class SimServer:
     def stats(self) -> dict[str, int]:
         """Same counters as GET /stats."""
         return self._sim.stats()
+
+    def set_limits(self, rate_limit_rps: float | None = None, burst: int | None = None) -> dict[str, float]:
+        """Replace the token bucket while serving (same as POST /admin/limits); see `Simulator.set_limits`."""
+        loop = self._loop
+        if self._thread is None or loop is None:
+            return self._sim.set_limits(rate_limit_rps, burst)
+
+        async def on_loop() -> dict[str, float]:
+            return self._sim.set_limits(rate_limit_rps, burst)
+
+        return asyncio.run_coroutine_threadsafe(on_loop(), loop).result()
 
     def start(self) -> str:
         """Start serving in a daemon thread; block until listening and return the base URL."""
@@ -853,79 +785,3 @@ class SimServer:
             await self._stop_event.wait()
         finally:
             await self._sim.stop()
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def _parser() -> argparse.ArgumentParser:
-    d = SimOptions()
-    p = argparse.ArgumentParser(
-        prog="python -m sdg.endpoints.sim",
-        description="Simulated OpenAI-compatible chat endpoint. Prints the base URL as the first stdout line.",
-    )
-    p.add_argument("--host", default=d.host)
-    p.add_argument("--port", type=int, default=d.port, help="0 picks a free port")
-    p.add_argument("--latency-ms", type=float, default=d.latency_ms)
-    p.add_argument("--jitter-ms", type=float, default=d.jitter_ms, help="uniform extra latency 0..jitter")
-    p.add_argument("--tokens-per-s", type=float, default=d.tokens_per_s, help="0 = instant generation")
-    p.add_argument("--rate-limit-rps", type=float, default=d.rate_limit_rps, help="token bucket rate; 0 = none")
-    p.add_argument("--burst", type=int, default=d.burst, help="bucket size; 0 = max(1, ceil(rps))")
-    for kind in FAULT_KINDS:
-        flag = "--" + kind.replace("_", "-")
-        p.add_argument(flag, dest=kind, type=float, default=getattr(d, kind), help="fault probability")
-    p.add_argument("--p-bad-json", type=float, default=d.p_bad_json, help="share of json_schema answers invalid")
-    p.add_argument("--fault-retry-after-ms", type=float, default=None, help="retry hint on random 429s")
-    p.add_argument("--hang-s", type=float, default=d.hang_s, help="how long a hung request is held")
-    p.add_argument("--api-key-env", metavar="NAME", help="require `Bearer $NAME` (the key is read from env)")
-    p.add_argument("--models", default="", help="comma-separated accepted models; empty = any")
-    p.add_argument("--seed", type=int, default=d.seed, help="seeds the fault RNG")
-    return p
-
-
-def _options_from_args(args: argparse.Namespace) -> SimOptions:
-    """Build validated options; raises ValueError with a one-line reason."""
-    values = {f.name: getattr(args, f.name) for f in fields(SimOptions) if hasattr(args, f.name)}
-    values["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    if args.api_key_env:
-        key = os.environ.get(args.api_key_env)
-        if not key:
-            raise ValueError(f"environment variable {args.api_key_env} (--api-key-env) is not set or empty")
-        values["api_key"] = key
-    return SimOptions(**values)
-
-
-async def _serve_until_signal(options: SimOptions) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # before printing the URL, so a quick signal still exits 0
-        loop.add_signal_handler(sig, stop.set)
-    sim = Simulator(options)
-    base_url = await sim.start()
-    print(base_url, flush=True)
-    log.info("sim listening on %s (%s)", base_url, options)
-    try:
-        await stop.wait()
-    finally:
-        await sim.stop()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry: exit 0 on SIGTERM/SIGINT, 2 on bad options, 1 if the port cannot be bound."""
-    args = _parser().parse_args(argv)
-    try:
-        options = _options_from_args(args)
-    except ValueError as e:
-        print(f"sim: error: {e}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        asyncio.run(_serve_until_signal(options))
-    except OSError as e:
-        print(f"sim: error: cannot listen on {options.host}:{options.port}: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
