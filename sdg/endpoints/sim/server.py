@@ -558,7 +558,10 @@ class Simulator:
         if not opt.reasoning:
             return _cut(text, req.max_tokens, req.stop)
         # Reasoning model (vLLM with --reasoning-parser, llama.cpp): the thinking comes first and counts
-        # against max_tokens; if it uses them all, content is null and finish_reason "length".
+        # against max_tokens; if it uses them all, content is null and finish_reason "length". vLLM docs:
+        # "Reasoning models return an additional reasoning_content field in their outputs"
+        # (https://docs.vllm.ai/en/v0.10.0/features/reasoning_outputs.html); "reasoning used to be called
+        # reasoning_content" (https://docs.vllm.ai/en/v0.11.2/features/reasoning_outputs/).
         thought = min(opt.reasoning_words, req.max_tokens)
         thinking = reasoning_text(choice_rng(digest, index, b"think"), thought)
         if opt.reasoning_words >= req.max_tokens:
