@@ -9,22 +9,58 @@ from typing import Any
 from sdg.client.generation import GenerationConfig
 from sdg.client.stats import ClientStats
 
-__all__ = ["AsyncLLMClient", "Completion", "LLMClient", "Messages"]
+__all__ = ["AsyncLLMClient", "Choice", "Completion", "LLMClient", "Messages"]
 
 Messages = list[dict[str, Any]]
 
 
 @dataclass
-class Completion:
-    """One request's answer: the n texts and what it cost, for the per-sample columns of a dataset."""
+class Choice:
+    """One of the n answers of a request, as the endpoint sent it.
 
-    texts: list[str]
-    finish_reasons: list[str | None]
+    `text` is None when the server sent no content (a refusal, or nothing at all); `reasoning` is the
+    thinking a reasoning parser split off (`reasoning_content` in llama.cpp and older vLLM, `reasoning` in
+    newer vLLM); `logprobs` is the choice's `logprobs` object as sent, when it was asked for.
+    """
+
+    text: str | None
+    finish_reason: str | None = None
+    reasoning: str | None = None
+    refusal: str | None = None
+    logprobs: Any = None
+    tool_calls: bool = False  # the answer called tools (its text may then be empty)
+
+
+@dataclass
+class Completion:
+    """One request's answer: its choices, the model that served it, and what it cost.
+
+    `model` is the model that answered: the answer's own `model` field, else the one asked for;
+    `served_model` is that field alone (None when the endpoint did not say).
+    """
+
+    choices: list[Choice]
     model: str
+    served_model: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
     attempts: int = 1
+
+    @classmethod
+    def of(cls, texts: list[str], finish_reasons: list[str | None], model: str, **fields: Any) -> Completion:
+        """A completion from texts and finish reasons alone (tests, custom clients)."""
+        choices = [Choice(text, reason) for text, reason in zip(texts, finish_reasons, strict=True)]
+        return cls(choices=choices, model=model, **fields)
+
+    @property
+    def texts(self) -> list[str]:
+        """The n completion texts ("" where a choice had no content)."""
+        return [choice.text or "" for choice in self.choices]
+
+    @property
+    def finish_reasons(self) -> list[str | None]:
+        return [choice.finish_reason for choice in self.choices]
 
 
 class AsyncLLMClient(abc.ABC):

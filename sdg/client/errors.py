@@ -4,7 +4,10 @@
 * LLMClientError                 base of everything below
   x APIConnectionError           the endpoint could not be reached or dropped the connection   (retried)
     + APITimeoutError            no complete answer within `timeout`                            (retried)
-  x MalformedResponseError       HTTP 200 whose body is not a chat completion                   (retried)
+  x MalformedResponseError       HTTP 200 whose JSON is not a chat completion                   (retried)
+    + NotJSONResponseError       HTTP 200 not labelled JSON (a login page, a captive proxy)     (fails at once)
+  x EmptyAnswerError             HTTP 200 whose answer has no content (e.g. all of max_tokens   (fails at once)
+                                 spent on reasoning, or tool calls only); a refusal is not empty
   x APIStatusError               the endpoint answered with an error status
     + BadRequestError            400 / 422: the request itself is wrong                         (fails at once)
     + AuthenticationError        401: the key is missing or wrong                               (fails at once)
@@ -15,7 +18,8 @@
     + ServerError                408, 409, 5xx: the endpoint had a transient problem            (retried)
 ```
 `x-should-retry: true|false` from the server overrides the column on the right. Messages never contain
-the API key: they name the environment variable it should come from.
+the API key: they name the environment variable it should come from, and a server's own reason is cut to
+300 characters with anything that is the key, or looks like `Bearer ...`, masked.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "EmptyAnswerError",
     "LLMClientError",
     "MalformedResponseError",
     "NotFoundError",
+    "NotJSONResponseError",
     "PermissionDeniedError",
     "QuotaExceededError",
     "RateLimitError",
@@ -84,6 +90,34 @@ class MalformedResponseError(LLMClientError):
 
     kind = "malformed"
     retryable = True
+
+
+class NotJSONResponseError(MalformedResponseError):
+    """The endpoint answered 200 with something that is not JSON (an HTML login wall, a captive proxy).
+
+    Not retried: asking the same page again gives the same page. The message names the content type and
+    shows the first characters of the body.
+    """
+
+    kind = "not_json"
+    retryable = False
+
+
+class EmptyAnswerError(LLMClientError):
+    """A 200 chat completion in which a choice has no content and no refusal.
+
+    Typical: a reasoning model spent all of `max_tokens` thinking (`finish_reason=length`, the text in
+    `reasoning_content`), or the model answered with tool calls only. Not retried: the same request gives
+    the same kind of answer. `completion` is the answer as parsed (its reasoning and token usage), so a
+    dataset row can show what was spent.
+    """
+
+    kind = "empty_answer"
+    retryable = False
+
+    def __init__(self, message: str, *, url: str = "", completion: object = None) -> None:
+        super().__init__(message, url=url)
+        self.completion = completion
 
 
 class APIStatusError(LLMClientError):

@@ -36,7 +36,7 @@ from sdg.client.errors import (
 )
 from sdg.client.generation import GenerationConfig
 from sdg.client.limits import RateSignals, RequestGate
-from sdg.client.responses import json_or_none, parse_completion, read_stream, status_error
+from sdg.client.responses import parse_completion, read_body, read_stream, status_error
 from sdg.client.retry import RetryPolicy, parse_duration
 from sdg.client.stats import ClientStats
 
@@ -280,7 +280,7 @@ class AsyncOpenAIClient(AsyncLLMClient):
 
         async def send(session: aiohttp.ClientSession) -> list[str]:
             async with self._translated(url), session.get(url, params=self.settings.default_query) as response:
-                body = json_or_none(await response.read())
+                body = await read_body(response, self.settings)
                 if response.status >= 400:
                     raise self._status_error(response, body, url, model="")
             try:
@@ -389,10 +389,10 @@ class AsyncOpenAIClient(AsyncLLMClient):
             if "x-ratelimit-limit-requests" in response.headers:
                 self._note_rate_headers(response.headers)
             if response.status >= 400:
-                raise self._status_error(response, json_or_none(await response.read()), self._url, model)
+                raise self._status_error(response, await read_body(response, self.settings), self._url, model)
             if stream:
                 return await read_stream(response, model, self._url)
-            return parse_completion(json_or_none(await response.read()), model, self._url)
+            return parse_completion(await read_body(response, self.settings), model, self._url)
 
 
 def _float_or_none(value: str | None) -> float | None:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import abc
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
 from sdg.client.base import AsyncLLMClient, Completion, Messages
-from sdg.client.errors import LLMClientError
+from sdg.client.errors import EmptyAnswerError, LLMClientError
 from sdg.client.generation import GenerationConfig
 from sdg.seeding import derive_seed
 
-__all__ = ["RECORD_SCHEMA", "GenerationStage", "Task"]
+__all__ = ["RECORD_SCHEMA", "GenerationStage", "Task", "choice_columns"]
 
 # Columns every generation stage writes, after its own planning columns.
 RECORD_SCHEMA = pa.schema(
@@ -21,9 +22,17 @@ RECORD_SCHEMA = pa.schema(
         ("index", pa.int64()),
         ("choice", pa.int32()),
         ("model", pa.string()),
+        # The model the endpoint says answered (the answer's `model`); null when it did not say.
+        ("served_model", pa.string()),
         ("seed", pa.int64()),
         ("text", pa.string()),
+        # A reasoning model's thinking (`reasoning_content` / `reasoning`), kept apart from the text.
+        ("reasoning", pa.string()),
+        # The model's refusal (`message.refusal`): a refused sample has no text and no error.
+        ("refusal", pa.string()),
         ("finish_reason", pa.string()),
+        # The choice's `logprobs` object as JSON, when generation asked for logprobs.
+        ("logprobs", pa.string()),
         ("prompt_tokens", pa.int64()),
         ("completion_tokens", pa.int64()),
         ("latency_s", pa.float64()),
@@ -105,14 +114,13 @@ class GenerationStage(abc.ABC):
         return self._rows(base, completion)
 
     def _rows(self, base: dict[str, Any], completion: Completion) -> list[dict[str, Any]]:
-        n = len(completion.texts)
+        n = len(completion.choices)
         tokens = completion.completion_tokens
         return [
             {
                 **base,
                 "choice": i,
-                self.text_column: text,
-                "finish_reason": completion.finish_reasons[i],
+                **choice_columns(completion, i, self.text_column),
                 # Usage is per request; split it so that column sums equal what was billed.
                 "prompt_tokens": completion.prompt_tokens if i == 0 else 0,
                 "completion_tokens": tokens // n + (tokens % n if i == 0 else 0),
@@ -121,20 +129,39 @@ class GenerationStage(abc.ABC):
                 "error": None,
                 "error_kind": None,
             }
-            for i, text in enumerate(completion.texts)
+            for i in range(n)
         ]
 
     @staticmethod
     def _error_row(base: dict[str, Any], error: LLMClientError, text_column: str = "text") -> dict[str, Any]:
+        """One row for a failed task; an empty answer keeps what it spent (reasoning, finish reason, tokens)."""
+        spent = error.completion if isinstance(error, EmptyAnswerError) else None
+        if isinstance(spent, Completion) and spent.choices:
+            columns = {**choice_columns(spent, 0, text_column), text_column: None}
+            tokens = {"prompt_tokens": spent.prompt_tokens, "completion_tokens": spent.completion_tokens}
+        else:
+            columns = dict.fromkeys(("served_model", text_column, "reasoning", "refusal", "finish_reason", "logprobs"))
+            tokens = {"prompt_tokens": 0, "completion_tokens": 0}
         return {
             **base,
             "choice": 0,
-            text_column: None,
-            "finish_reason": None,
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
+            **columns,
+            **tokens,
             "latency_s": None,
             "attempts": error.attempts,
             "error": f"{error.kind}: {error}",
             "error_kind": error.kind,
         }
+
+
+def choice_columns(completion: Completion, i: int, text_column: str = "text") -> dict[str, Any]:
+    """The per-choice answer columns of choice `i`: text, reasoning, refusal, finish reason, logprobs, served model."""
+    choice = completion.choices[i]
+    return {
+        "served_model": completion.served_model,
+        text_column: choice.text,
+        "reasoning": choice.reasoning,
+        "refusal": choice.refusal,
+        "finish_reason": choice.finish_reason,
+        "logprobs": json.dumps(choice.logprobs, ensure_ascii=False) if choice.logprobs is not None else None,
+    }

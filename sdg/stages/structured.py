@@ -1,8 +1,10 @@
 """Structured output: a JSON schema sent as `response_format`, and each answer parsed into typed columns.
 
-Why our own validator: the stage needs only a small, predictable subset of JSON Schema (object, properties,
-required, type, enum, items, additionalProperties=false), and its short error reasons end up in the
-`error` column, so they must be readable. `jsonschema` would add a direct dependency for little gain.
+Answers are validated with the `jsonschema` library against the whole schema (`minimum`, `maximum`,
+`pattern`, `enum`, `minLength`, `items`, nested objects...): an endpoint's guided decoding may ignore
+keywords it does not support, so what comes back is checked, not trusted. The first way an answer breaks
+the schema ends up in the `error` column, so the common reasons are phrased short (`$.level: missing
+required field 'level'`); the rest use jsonschema's own message, with the JSON path of the value.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
+from jsonschema import exceptions as jsonschema_errors
+from jsonschema import validators as jsonschema_validators
 
 __all__ = ["TYPE_NAMES", "StructuredOutput", "to_json_schema", "validate_json"]
 
@@ -76,39 +80,47 @@ def _types(schema: Mapping[str, Any]) -> list[str]:
 
 
 def validate_json(value: Any, schema: Mapping[str, Any], path: str = "$") -> str | None:
-    """The first way `value` breaks `schema` (the subset this module supports), or None when it is valid."""
-    types = _types(schema)
-    if types and not any(_is_type(value, t) for t in types):
-        return f"{path}: expected {' or '.join(types)}, got {_json_type(value)}"
-    if "enum" in schema and value not in schema["enum"]:
-        return f"{path}: {value!r} is not one of {schema['enum']!r}"
-    if isinstance(value, dict):
-        return _validate_object(value, schema, path)
-    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
-        for i, item in enumerate(value):
-            if reason := validate_json(item, schema["items"], f"{path}[{i}]"):
-                return reason
-    return None
+    """The first way `value` breaks `schema` (JSON Schema, via jsonschema), or None when it is valid."""
+    return _first_error(_validator(schema), value, path)
 
 
-def _validate_object(value: dict[str, Any], schema: Mapping[str, Any], path: str) -> str | None:
-    properties = schema.get("properties") or {}
-    for name in schema.get("required") or ():
-        if name not in value:
-            return f"{path}: missing required field {name!r}"
-    extra = schema.get("additionalProperties", True)
-    for name, item in value.items():
-        if name in properties:
-            reason = validate_json(item, properties[name], f"{path}.{name}")
-        elif extra is False:
-            reason = f"{path}: unexpected field {name!r}"
-        elif isinstance(extra, Mapping):
-            reason = validate_json(item, extra, f"{path}.{name}")
-        else:
-            reason = None
-        if reason:
-            return reason
-    return None
+def _validator(schema: Mapping[str, Any]) -> Any:
+    """A jsonschema validator for `schema` (its `$schema` draft, else 2020-12); ValueError for a broken schema."""
+    cls = jsonschema_validators.validator_for(schema, default=jsonschema_validators.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except jsonschema_errors.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "the top level"
+        raise ValueError(f"output_schema is not a valid JSON schema at {where}: {exc.message}") from None
+    return cls(schema)
+
+
+def _first_error(validator: Any, value: Any, path: str = "$") -> str | None:
+    error = jsonschema_errors.best_match(validator.iter_errors(value))
+    if error is None:
+        return None
+    where = path + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    return f"{where}: {_reason(error)}"
+
+
+def _reason(error: Any) -> str:
+    """A short reason for the common failures; jsonschema's message for the others."""
+    instance, expected = error.instance, error.validator_value
+    if error.validator == "required" and isinstance(instance, dict):
+        missing = [name for name in expected if name not in instance]
+        if missing:
+            return f"missing required field {missing[0]!r}"
+    if error.validator == "type":
+        types = [expected] if isinstance(expected, str) else list(expected)
+        return f"expected {' or '.join(types)}, got {_json_type(instance)}"
+    if error.validator == "enum":
+        return f"{instance!r} is not one of {expected!r}"
+    if error.validator == "additionalProperties" and expected is False and isinstance(instance, dict):
+        known = error.schema.get("properties") or {}
+        extra = [name for name in instance if name not in known]
+        if extra:
+            return f"unexpected field {extra[0]!r}"
+    return error.message
 
 
 def _is_type(value: Any, kind: str) -> bool:
@@ -164,7 +176,12 @@ class StructuredOutput:
         if any(t not in _JSON_TYPES for t in _types(schema)):
             raise ValueError(f"output_schema.type must be one of {_JSON_TYPES}; got {schema.get('type')!r}")
         self.schema = schema
+        self._validator = _validator(schema)  # checks the schema itself now, not at the first answer
         self._kinds = {name: _column_type(name, sub) for name, sub in properties.items()}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers rebuild the validator from the schema; validator objects do not all pickle.
+        return {**self.__dict__, "_validator": None}
 
     @property
     def field_names(self) -> list[str]:
@@ -189,7 +206,9 @@ class StructuredOutput:
         except json.JSONDecodeError as exc:
             cut = " (finish_reason=length: the answer was cut, raise max_tokens)" if finish_reason == "length" else ""
             return self.empty(), _short(f"invalid JSON: {exc.msg} at char {exc.pos}{cut}")
-        if reason := validate_json(value, self.schema):
+        if self._validator is None:
+            self._validator = _validator(self.schema)
+        if reason := _first_error(self._validator, value):
             return self.empty(), _short(reason)
         return {name: _column_value(value.get(name), kind) for name, (kind, _) in self._kinds.items()}, None
 

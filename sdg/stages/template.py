@@ -21,7 +21,7 @@ from sdg.client.base import AsyncLLMClient, Messages
 from sdg.client.errors import LLMClientError
 from sdg.client.generation import GenerationConfig
 from sdg.seeding import derive_seed
-from sdg.stages.base import RECORD_SCHEMA, GenerationStage, Task
+from sdg.stages.base import RECORD_SCHEMA, GenerationStage, Task, choice_columns
 from sdg.stages.structured import StructuredOutput
 
 __all__ = ["INPUT_KINDS", "PromptTemplateStage", "load_input_table", "template_fields"]
@@ -323,10 +323,11 @@ class PromptTemplateStage(GenerationStage):
             except LLMClientError as error:
                 row = {**self._error_row(base, error, self.output_column), **structured.empty()}
                 return {**row, **_summed(spent, row)} if retry else row
-            text, finish = completion.texts[0], completion.finish_reasons[0]
+            answer = choice_columns(completion, 0, self.output_column)
+            text, finish = answer[self.output_column], answer["finish_reason"]
             spent = _summed(spent, vars(completion))
             values, reason = structured.parse(text, finish)
-            row = {**base, "choice": 0, self.output_column: text, "finish_reason": finish, **values, **spent}
+            row = {**base, "choice": 0, **answer, **values, **spent}
             if reason is None:
                 return {**row, "error": None, "error_kind": None}
         return {**row, "error": f"parse_error: {reason}", "error_kind": "parse_error"}
