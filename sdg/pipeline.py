@@ -41,6 +41,10 @@ class PipelineResult:
     parse_retries: int | None = None
     startup_s: float = 0.0  # starting workers; not in wall_s, which times generation
     limiter_history: list[tuple[float, float, float]] = field(default_factory=list)
+    num_worker_restarts: int = 0  # workers lost during the run; their batches were asked again elsewhere
+    num_workers: int = 0  # Ray workers (0: in this process); set by whoever chose the executor
+    execution: str = ""  # where it ran and why, for the report
+    batches_by_node: dict[str, int] = field(default_factory=dict)
 
 
 def _read_part(path: Path, schema: pa.Schema) -> pa.Table:
@@ -228,4 +232,6 @@ class Pipeline:
             filter_counts=filter_counts,
             parse_retries=parse_retries,
             startup_s=report.startup_s,
+            num_worker_restarts=report.num_worker_restarts,
+            batches_by_node=report.batches_by_node,
         )

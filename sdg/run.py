@@ -25,7 +25,8 @@ from sdg.client.errors import LLMClientError
 from sdg.client.openai_client import validate_base_url
 from sdg.config import ConfigError, RunConfig, register_configs
 from sdg.endpoints.process import EndpointStartError, sim_stats
-from sdg.execution.shard import EndpointUnusable
+from sdg.execution.base import ExecutionFailed
+from sdg.execution.stop import EndpointUnusable
 from sdg.pipeline import Pipeline, PipelineResult
 from sdg.runtime import (
     build_client,
@@ -37,13 +38,17 @@ from sdg.runtime import (
     validate,
 )
 from sdg.stages.base import GenerationStage
+from sdg.stages.filters import FilterStage
 
 __all__ = ["main", "run"]
 
 log = logging.getLogger("sdg.run")
 EXIT_USER_ERROR = 2
 EXIT_TOO_MANY_FAILURES = 3
+EXIT_EXECUTION_FAILED = 4  # Ray could not start, or lost more than the run can survive
 EXIT_INTERRUPTED = 130
+# ray.num_workers=auto: fewer samples than this run in this process (Ray's start-up would cost more than it saves).
+AUTO_MIN_SAMPLES_FOR_RAY = 200
 # Absolute, so the config is found however sdg.run is started.
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -54,6 +59,15 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, output_dir: Path) -> None:
         super().__init__(str(output_dir))
         self.output_dir = output_dir
+
+
+class Stopped(RuntimeError):
+    """The run stopped early (the endpoint refuses every sample, or Ray failed); finished rows are kept."""
+
+    def __init__(self, message: str, output_dir: Path, exit_code: int) -> None:
+        super().__init__(message)
+        self.output_dir = output_dir
+        self.exit_code = exit_code
 
 
 class TooManyFailures(RuntimeError):
@@ -82,6 +96,8 @@ def run_metrics(result: PipelineResult) -> dict[str, float]:
         "num_requested": result.num_requested,
         "num_rows": len(result.dataset),
         "num_failed_samples": result.num_failed_samples,
+        "num_workers": result.num_workers,
+        "num_worker_restarts": result.num_worker_restarts,
         "samples_per_s": result.num_requested / wall,
         "requests_per_s": stats.requests / wall,
         "attempts_per_s": stats.attempts / wall,
@@ -170,6 +186,25 @@ def _save_and_track(result: PipelineResult, cfg: RunConfig, output_dir: Path, tr
     return dataset_dir
 
 
+def choose_workers(cfg: RunConfig, num_samples: int) -> tuple[int, str]:
+    """How many Ray workers (0: this process) and why, for the report."""
+    workers = cfg.ray.num_workers
+    if workers != "auto":
+        return int(workers), f"ray.num_workers={workers}"
+    if cfg.client.kind == "local" or cfg.client.max_concurrent_requests <= 1:
+        return 0, (
+            f"ray.num_workers=auto: the endpoint takes one request at a time "
+            f"(client.max_concurrent_requests={cfg.client.max_concurrent_requests}), more workers cannot help"
+        )
+    if num_samples < AUTO_MIN_SAMPLES_FOR_RAY:
+        return 0, (
+            f"ray.num_workers=auto: {num_samples} samples < {AUTO_MIN_SAMPLES_FOR_RAY}, "
+            "starting Ray would take longer than it saves"
+        )
+    count = max(2, min(8, os.cpu_count() or 2))
+    return count, f"ray.num_workers=auto: {num_samples} samples, one worker per core ({count})"
+
+
 def _connect(stage: GenerationStage, cfg: RunConfig, base_url: str) -> None:
     """Point the stage at the endpoint, after checking that it answers and takes the key."""
     stage.client = build_client(cfg.client, base_url)
@@ -180,11 +215,8 @@ def _connect(stage: GenerationStage, cfg: RunConfig, base_url: str) -> None:
 
 def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | None, launch_dir: Path) -> PipelineResult:
     """One run: everything the CLI does after Hydra composed the config."""
-    from sdg.execution.local import LocalExecutor
-    from sdg.execution.ray_executor import RayExecutor, ensure_ray
-
     config, client = validate(cfg)
-    secrets = resolve_api_key(cfg.client)
+    resolve_api_key(cfg.client)  # a missing key fails here, before any folder or server
     # The stage is built (and its options checked) before any server starts; its client is replaced once the
     # endpoint's URL is known.
     stage, filters = build_stage(cfg, client, config, launch_dir)
@@ -192,6 +224,32 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
     output_dir = _find_resume_dir(cfg.resume, print_, launch_dir) or run_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "fingerprint.json").write_text(json.dumps({"fingerprint": print_}))
+    tags = {"hydra.overrides": " ".join(overrides), "sdg.fingerprint": print_, "sdg.run_dir": str(run_dir)}
+    tags.update({"sdg.sweep": sweep} if sweep else {})
+    try:
+        return _execute(cfg, stage, filters, output_dir, run_dir=run_dir, launch_dir=launch_dir, tags=tags)
+    except EndpointUnusable as exc:
+        raise Stopped(str(exc), output_dir, EXIT_USER_ERROR) from None
+    except ExecutionFailed as exc:
+        raise Stopped(str(exc), output_dir, EXIT_EXECUTION_FAILED) from None
+
+
+def _execute(
+    cfg: RunConfig,
+    stage: GenerationStage,
+    filters: list[FilterStage],
+    output_dir: Path,
+    *,
+    run_dir: Path,
+    launch_dir: Path,
+    tags: dict[str, str],
+) -> PipelineResult:
+    """Start the endpoint (and Ray, if it helps), generate, save, track."""
+    from sdg.execution.local import LocalExecutor
+    from sdg.execution.ray_executor import RayExecutor, ensure_ray
+
+    num_workers, why = choose_workers(cfg, stage.num_tasks)
+    secrets = resolve_api_key(cfg.client)
     status = "FAILED"
     server = endpoint_server(cfg.client, output_dir)
     with contextlib.ExitStack() as cleanup, ThreadPoolExecutor(1) as background:
@@ -201,7 +259,7 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
         else:  # a remote endpoint: a wrong URL or key fails here in a second, before Ray starts
             _connect(stage, cfg, validate_base_url(cfg.client.base_url or ""))
         pending_tracker = background.submit(_tracker, cfg, launch_dir)  # MLflow's import overlaps Ray's start
-        if cfg.ray.num_workers > 0:
+        if num_workers > 0:
             ensure_ray(cfg.ray.address)
         if server is not None:
             _connect(stage, cfg, server.wait_ready())
@@ -209,15 +267,12 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
         tracker = pending_tracker.result()
         try:
             if tracker:
-                tags = {"hydra.overrides": " ".join(overrides), "sdg.fingerprint": print_, "sdg.run_dir": str(run_dir)}
-                _start_tracking(tracker, cfg, {**tags, **({"sdg.sweep": sweep} if sweep else {})})
+                _start_tracking(tracker, cfg, tags)
             pipeline = Pipeline(cfg.name).add_stage(stage)
             for stage_filter in filters:
                 pipeline.add_stage(stage_filter)
             executor = (
-                RayExecutor(cfg.ray.num_workers, cfg.ray.address, environment=secrets)
-                if cfg.ray.num_workers > 0
-                else LocalExecutor()
+                RayExecutor(num_workers, cfg.ray.address, environment=secrets) if num_workers > 0 else LocalExecutor()
             )
             result = pipeline.run_detailed(
                 executor,
@@ -226,6 +281,9 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
                 resume=output_dir != run_dir,
                 progress=cfg.output.progress,
             )
+            result.num_workers = num_workers
+            result.execution = f"on Ray, {num_workers} workers" if num_workers else "in this process, without Ray"
+            result.execution += f" ({why})"
             result.metrics = run_metrics(result)
             if cfg.client.kind == "sim":  # what the endpoint itself counted, to check the client's counts against
                 result.metrics.update({f"sim_{k}": v for k, v in sim_stats(base_url).items()})
@@ -254,8 +312,15 @@ def _report(result: PipelineResult, dataset_dir: Path, tracker: Any) -> None:
         f"sdg: {m['num_rows']} rows ({result.num_failed_samples} failed) in {m['wall_s']:.1f}s, "
         f"{m['samples_per_s']:.1f} samples/s, {m['num_429']} x 429, {m['num_retries']} retries "
         f"(+{m['startup_s']:.1f}s starting workers)",
+        f"sdg: ran {result.execution}",
         f"sdg: dataset: {dataset_dir}  (datasets.load_from_disk('{dataset_dir}'))",
     ]
+    if result.num_worker_restarts:
+        lines.insert(
+            2,
+            f"sdg: {result.num_worker_restarts} Ray worker(s) lost during the run and restarted; "
+            "their unfinished batches were asked again (every sample written once)",
+        )
     if tracker:
         lines.append(f"sdg: MLflow run {tracker.run_id} in {tracker.tracking_uri}")
         lines.append("sdg: compare runs: python -m sdg.compare")
@@ -281,21 +346,30 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except (ConfigError, EndpointStartError) as exc:
         sys.stderr.write(f"sdg: error: {exc}\n")
         sys.exit(EXIT_USER_ERROR)
-    except (LLMClientError, EndpointUnusable) as exc:
+    except LLMClientError as exc:
         sys.stderr.write(f"sdg: error: {exc}\n")
         sys.exit(EXIT_USER_ERROR)
+    except Stopped as exc:
+        sys.stderr.write(
+            f"sdg: error: {exc}; finished samples are kept in {exc.output_dir / 'parts'}. "
+            f"Resume with: python -m sdg.run {_resume_args(overrides, exc.output_dir)}\n"
+        )
+        sys.exit(exc.exit_code)
     except TooManyFailures as exc:
         sys.stderr.write(f"sdg: error: {exc}\n")
         sys.exit(EXIT_TOO_MANY_FAILURES)
     except KeyboardInterrupt as exc:
         output_dir = exc.output_dir if isinstance(exc, Interrupted) else run_dir
-        again = " ".join([*(o for o in overrides if not o.startswith("resume=")), f"resume={output_dir}"])
         sys.stderr.write(
             f"\nsdg: interrupted after {time.perf_counter() - started:.0f}s; finished samples are kept in "
-            f"{output_dir / 'parts'}. Resume with: python -m sdg.run {again}\n"
+            f"{output_dir / 'parts'}. Resume with: python -m sdg.run {_resume_args(overrides, output_dir)}\n"
         )
         sys.exit(EXIT_INTERRUPTED)
     return result.metrics.get("samples_per_s")
+
+
+def _resume_args(overrides: list[str], output_dir: Path) -> str:
+    return " ".join([*(o for o in overrides if not o.startswith("resume=")), f"resume={output_dir}"])
 
 
 def one_line(error: BaseException) -> str:

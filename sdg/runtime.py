@@ -73,8 +73,9 @@ def validate(cfg: RunConfig) -> tuple[GenerationConfig, AsyncOpenAIClient]:
     if not cfg.endpoint.model:
         raise ConfigError("endpoint.model is empty: name the model to query, e.g. endpoint.model=<model id>")
     config = generation_config(cfg)
-    if cfg.ray.num_workers < 0:
-        raise ConfigError(f"ray.num_workers={cfg.ray.num_workers} must be >= 1 (or 0: in this process, without Ray)")
+    workers = cfg.ray.num_workers
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ConfigError(f"ray.num_workers={workers} must be auto, 0 (in this process, without Ray) or >= 1")
     if not 0.0 <= cfg.output.max_failed_share <= 1.0:
         raise ConfigError(f"output.max_failed_share={cfg.output.max_failed_share} must be between 0 and 1")
     unknown = [f for f in cfg.output.formats if f not in EXPORT_FORMATS]

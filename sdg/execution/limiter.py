@@ -197,17 +197,34 @@ class RunLimiter:
 
 
 class LimiterHandle:
-    """How a worker reaches the run's limiter: a Ray actor handle or the object itself (in-process runs)."""
+    """How a worker reaches the run's limiter: a Ray actor handle or the object itself (in-process runs).
+
+    The actor is restarted by Ray when lost and its calls are retried, so a lease waits through a restart.
+    Should the call fail all the same, the worker keeps its last lease rather than stop.
+    """
 
     def __init__(self, target: Any, period_s: float) -> None:
         self.target = target
         self.period_s = period_s
+        self._last: Lease | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"target": self.target, "period_s": self.period_s}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["target"], state["period_s"])  # type: ignore[misc]
 
     async def lease(self, worker: str, demand: int, signals: RateSignals, in_flight: int = 0) -> Lease:
         remote = getattr(self.target.lease, "remote", None)
-        if remote is not None:
-            return await remote(worker, demand, signals, in_flight)
-        return self.target.lease(worker, demand, signals, in_flight)
+        if remote is None:
+            return self.target.lease(worker, demand, signals, in_flight)
+        try:
+            self._last = await remote(worker, demand, signals, in_flight)
+        except Exception:
+            if self._last is None:
+                raise
+            return Lease(self._last.slots, self._last.rate_per_s, 0.0)
+        return self._last
 
 
 def limiter_settings_for(client: Any) -> LimiterSettings | None:

@@ -1,5 +1,6 @@
-"""Part files: each worker appends its finished rows as JSON lines, flushed as they complete.
+"""Part files: the driver appends the rows workers send back as JSON lines, flushed as they arrive.
 
+Only the driver writes them (workers return rows), so a multi-node run needs no shared file system.
 JSON lines because an append is atomic enough to survive a crash: at most the last line is cut,
 and readers skip it. That is what makes a killed run resumable without re-asking finished samples.
 """
@@ -11,16 +12,21 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["PartWriter", "finished_indexes", "part_files", "read_rows"]
+__all__ = ["PartWriter", "RotatingPartWriter", "encode_rows", "finished_indexes", "part_files", "read_rows"]
+
+
+def encode_rows(rows: Iterable[dict[str, Any]]) -> bytes:
+    """Rows as JSON lines (UTF-8), the form they travel in from a worker and are appended in."""
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
 
 
 class PartWriter:
-    """Appends rows to one part file and flushes after each finished task."""
+    """Appends rows to one part file and flushes after each write."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._file: IO[bytes] = open(path, "ab")  # noqa: SIM115 - closed in close()
         if self._file.tell() > 0:
             self._terminate_cut_line(path)
 
@@ -29,10 +35,14 @@ class PartWriter:
         with open(path, "rb") as existing:
             existing.seek(-1, 2)
             if existing.read(1) != b"\n":
-                self._file.write("\n")
+                self._file.write(b"\n")
 
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
-        self._file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        self.write_lines(encode_rows(rows))
+
+    def write_lines(self, lines: bytes) -> None:
+        """Append already encoded JSON lines (as `encode_rows` makes them)."""
+        self._file.write(lines)
         self._file.flush()
 
     def close(self) -> None:
@@ -43,6 +53,39 @@ class PartWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class RotatingPartWriter:
+    """The driver's writer: `part-<attempt>-<n>.jsonl`, a new file every `rows_per_part` rows.
+
+    Bounded parts keep collecting the dataset light: it reads one part at a time.
+    """
+
+    def __init__(self, parts_dir: Path, attempt_tag: str, rows_per_part: int = 10_000) -> None:
+        self.parts_dir = parts_dir
+        self.attempt_tag = attempt_tag
+        self.rows_per_part = rows_per_part
+        self._writer: PartWriter | None = None
+        self._rows_in_part = 0
+        self._parts = 0
+        self.rows = 0
+
+    def write_lines(self, lines: bytes, num_rows: int) -> None:
+        if not num_rows:
+            return
+        if self._writer is None or self._rows_in_part >= self.rows_per_part:
+            self.close()
+            self._writer = PartWriter(self.parts_dir / f"part-{self.attempt_tag}-{self._parts:04d}.jsonl")
+            self._parts += 1
+            self._rows_in_part = 0
+        self._writer.write_lines(lines)
+        self._rows_in_part += num_rows
+        self.rows += num_rows
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def part_files(parts_dir: Path) -> list[Path]:
