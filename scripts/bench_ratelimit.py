@@ -1,6 +1,16 @@
 """Goodput under a server rate limit: NeMo Curator's documented retry loop vs sdg, same requests, same sim.
 
-    python scripts/bench_ratelimit.py --requests 1000 --rps 40 --workers 1,4
+    python scripts/bench_ratelimit.py --mode library --rps 50 --burst 10 --concurrency 5,32 --styles seconds,ms,none
+    python scripts/bench_ratelimit.py --mode library --rps 50 --burst 10 --concurrency 128 --lower-to 10 --lower-at-s 8
+    python scripts/bench_ratelimit.py --mode run --requests 1000 --rps 50 --burst 10 --workers 4
+
+--mode library: one `AsyncOpenAIClient` in this process, no Ray, no sdg.run (the library as NeMo Curator's users
+use it: max_retries=3, base_delay=1.0), beside the baseline loop in this process with the same concurrency.
+--mode run: the pipeline on `RayExecutor(W)` (run-wide limiter) beside W baseline processes.
+--styles: the sim's `--retry-after-style` for each run (seconds: whole-second Retry-After as HTTP gateways send;
+ms: retry-after-ms only; both; date; none: no hint at all); --no-ratelimit-headers drops x-ratelimit-*.
+--lower-to R2 --lower-at-s T: the sim's limit drops from R to R2 at T seconds (POST /admin/limits); the row
+then also reports the 429 share of attempts after the change and goodput after it as a fraction of R2.
 
 The simulated endpoint runs as a separate process with `--rate-limit-rps R --latency-ms 50` (a token bucket
 of R requests/s, burst R, answering 429 with Retry-After / retry-after-ms and x-ratelimit-* headers).
@@ -133,6 +143,8 @@ class RunResult:
     sim: dict[str, float] = field(default_factory=dict)
     capped: bool = False
     note: str = ""
+    style: str = ""
+    after_change: dict[str, float] = field(default_factory=dict)  # sim counts after --lower-at-s, and ok after it
 
 
 def make_stage(client: AsyncOpenAIClient | None, num_samples: int, max_tokens: int) -> QAMultilingualSyntheticStage:
@@ -167,8 +179,10 @@ async def _baseline_shard(
 
     semaphore = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
+    done_at: list[float] = []
     failed = 0
     rng = random.Random()
+    batch_started = time.perf_counter()
 
     async def one(session: aiohttp.ClientSession, body: bytes) -> None:
         nonlocal failed
@@ -182,6 +196,7 @@ async def _baseline_shard(
                         if response.status == 200:
                             json.loads(payload)
                             latencies.append(time.perf_counter() - started)
+                            done_at.append(time.perf_counter() - batch_started)
                             return
                         retryable = response.status in RETRYABLE_STATUSES or response.status >= 500
                 except (aiohttp.ClientError, TimeoutError):
@@ -197,7 +212,13 @@ async def _baseline_shard(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(one(session, b) for b in bodies)), timeout=deadline_s)
     unfinished = len(bodies) - len(latencies) - failed
-    return {"latencies": latencies, "failed": failed + unfinished, "capped": unfinished > 0, "done": time.time()}
+    return {
+        "latencies": latencies,
+        "failed": failed + unfinished,
+        "capped": unfinished > 0,
+        "done": time.time(),
+        "done_at": done_at,
+    }
 
 
 def _baseline_worker(
@@ -312,6 +333,97 @@ def run_sdg(base_url: str, num_requests: int, workers: int, args: argparse.Names
         )
 
 
+# --------------------------------------------------------------------------- library mode: one client, no Ray
+
+
+async def _sdg_library(base_url: str, num_requests: int, concurrency: int, args: argparse.Namespace) -> RunResult:
+    client = AsyncOpenAIClient(
+        base_url=base_url,
+        api_key_env=None,
+        max_concurrent_requests=concurrency,
+        max_retries=args.max_retries,
+        base_delay=args.base_delay,
+    )
+    stage = make_stage(client, num_requests, args.max_tokens)
+    tasks = [stage.make_task(index, RUN_SEED) for index in range(num_requests)]
+    latencies: list[float] = []
+    done_at: list[float] = []
+
+    async def one(task: Any) -> None:
+        config = stage.generation_config.replace(seed=task.seed)
+        completion = await client.complete(task.messages, MODEL, config)
+        latencies.append(completion.latency_s)
+        done_at.append(time.perf_counter())
+
+    started = time.perf_counter()
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(*(one(task) for task in tasks), return_exceptions=True), timeout=args.cap_s
+    )
+    wall_s = time.perf_counter() - started
+    failed = sum(isinstance(outcome, BaseException) for outcome in outcomes)
+    await client.aclose()
+    gate = client.gate
+    note = f"gate at end: {gate.max_in_flight if gate else '?'} slots" if gate else ""
+    result = RunResult("sdg AsyncOpenAIClient (library)", 1, wall_s, len(latencies), failed, latencies, note=note)
+    result.after_change["done_at"] = [t - started for t in done_at]  # type: ignore[assignment]
+    return result
+
+
+async def _baseline_library(
+    base_url: str, bodies: list[bytes], concurrency: int, args: argparse.Namespace
+) -> RunResult:
+    started = time.perf_counter()
+    url = f"{base_url}/chat/completions"
+    out = await _baseline_shard(url, bodies, concurrency, args.max_retries, args.base_delay, args.cap_s)
+    wall_s = time.perf_counter() - started
+    result = RunResult(
+        "baseline (NeMo Curator loop)", 1, wall_s, len(out["latencies"]), out["failed"], out["latencies"]
+    )
+    result.capped = out["capped"]
+    result.after_change["done_at"] = out["done_at"]  # type: ignore[assignment]
+    return result
+
+
+def _post_limits(base_url: str, rps: float, burst: int) -> None:
+    root = base_url.rstrip("/").removesuffix("/v1")
+    body = json.dumps({"rate_limit_rps": rps, "burst": burst}).encode()
+    request = urllib.request.Request(
+        f"{root}/admin/limits", data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+def run_library(kind: str, base_url: str, bodies: list[bytes], concurrency: int, args: argparse.Namespace) -> RunResult:
+    """One batch from this process; with --lower-to, the sim's limit drops at --lower-at-s (counted apart)."""
+    marks: dict[str, float] = {}
+
+    def lower() -> None:
+        marks.update({f"{k}_at": float(v) for k, v in sim_stats(base_url).items()})
+        _post_limits(base_url, args.lower_to, max(1, math.ceil(args.lower_to)))
+        marks["t"] = time.perf_counter()
+
+    timer = threading.Timer(args.lower_at_s, lower) if args.lower_to else None
+    started = time.perf_counter()
+    if timer is not None:
+        timer.start()
+    try:
+        if kind == "baseline":
+            result = asyncio.run(_baseline_library(base_url, bodies, concurrency, args))
+        else:
+            result = asyncio.run(_sdg_library(base_url, len(bodies), concurrency, args))
+    finally:
+        if timer is not None:
+            timer.cancel()
+    done_at = result.after_change.pop("done_at", [])  # type: ignore[arg-type]
+    if marks:
+        changed_s = marks["t"] - started
+        result.after_change.update(marks)
+        result.after_change["ok_after"] = sum(1 for t in done_at if t >= changed_s)  # type: ignore[union-attr]
+        result.after_change["span_after"] = max(result.wall_s - changed_s, 1e-9)
+    return result
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -322,48 +434,83 @@ def _sim_reset(base_url: str) -> None:
         pass
 
 
-def one_run(kind: str, workers: int, bodies: list[bytes], args: argparse.Namespace) -> RunResult:
-    options = {"rate_limit_rps": args.rps, "latency_ms": args.latency_ms}
+def one_run(kind: str, workers: int, bodies: list[bytes], args: argparse.Namespace, style: str) -> RunResult:
+    """A fresh sim process per run: a full bucket and zeroed /stats. `workers` is the concurrency in library mode."""
+    options = {
+        "rate_limit_rps": args.rps,
+        "burst": args.burst,
+        "latency_ms": args.latency_ms,
+        "retry_after_style": style,
+        "ratelimit_headers": args.ratelimit_headers,
+    }
     with ServerProcess(sim_command(options), "simulated") as base_url:
         _sim_reset(base_url)  # fresh process already; makes the zero explicit
-        if kind == "baseline":
+        if args.mode == "library":
+            result = run_library(kind, base_url, bodies, workers, args)
+        elif kind == "baseline":
             result = run_baseline(base_url, bodies, workers, args)
         else:
             result = run_sdg(base_url, len(bodies), workers, args)
         result.sim = sim_stats(base_url)
+    result.style = style
     return result
 
 
-def print_row(r: RunResult, rps: float) -> None:
+def print_row(r: RunResult, args: argparse.Namespace, in_flight: int) -> None:
     attempts = int(r.sim.get("requests", 0))
     share_429 = r.sim.get("r429", 0) / attempts if attempts else 0.0
     goodput = r.ok / r.wall_s if r.wall_s > 0 else 0.0
     p95 = percentile(r.latencies_s, 95) if r.latencies_s else float("nan")
     mark = " (capped)" if r.capped else ""
+    if r.after_change:
+        change = r.after_change
+        later_attempts = attempts - change["requests_at"]
+        later_429 = (r.sim.get("r429", 0) - change["r429_at"]) / later_attempts if later_attempts else 0.0
+        goodput_after = change["ok_after"] / change["span_after"] / args.lower_to
+        mark += f"  after the drop to {args.lower_to:g}/s: goodput/R2 {goodput_after:.2f}, 429 share {later_429:.1%}"
+
     mark += f"  [{r.note}]" if r.note else ""
     print(
-        f"{r.client:29} {r.workers:>2} {goodput / rps:9.2f} {goodput:7.1f} {share_429:9.1%} {p95:7.2f} "
-        f"{r.failed:>6} {int(r.sim.get('max_inflight', 0)):>8} {attempts:>8} {r.wall_s:7.1f}{mark}",
+        f"{r.client:33} {r.style:8} {in_flight:>4} {goodput / args.rps:9.2f} {goodput:7.1f} {share_429:9.1%} "
+        f"{p95:7.2f} {r.failed:>6} {int(r.sim.get('max_inflight', 0)):>8} {attempts:>8} {r.wall_s:7.1f}{mark}",
         flush=True,
     )
 
 
-def parse_workers(text: str) -> list[int]:
+def parse_counts(text: str) -> list[int]:
     values = [int(x) for x in text.split(",") if x.strip()]
     if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"--workers wants a comma list of positive integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"wants a comma list of positive integers, got {text!r}")
+    return values
+
+
+STYLES = ("seconds", "ms", "both", "date", "none")
+
+
+def parse_styles(text: str) -> list[str]:
+    values = [x.strip() for x in text.split(",") if x.strip()]
+    if not values or not set(values) <= set(STYLES):
+        raise argparse.ArgumentTypeError(f"wants a comma list of {', '.join(STYLES)}, got {text!r}")
     return values
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("library", "run"), default="library", help="see above (default library)")
     parser.add_argument("--requests", type=int, default=1000, help="N requests per run (default 1000)")
-    parser.add_argument("--rps", type=float, default=40.0, help="the sim's rate limit R, requests/s (default 40)")
+    parser.add_argument("--rps", type=float, default=50.0, help="the sim's rate limit R, requests/s (default 50)")
+    parser.add_argument("--burst", type=int, default=10, help="the sim's bucket size (default 10)")
     parser.add_argument("--latency-ms", type=float, default=50.0, help="the sim's latency (default 50)")
-    parser.add_argument("--workers", type=parse_workers, default=[1, 4], help="comma list W (default 1,4)")
-    parser.add_argument("--concurrency", type=int, default=32, help="per-worker concurrency, both (default 32)")
-    parser.add_argument("--max-retries", type=int, default=3, help="baseline retries (default 3)")
-    parser.add_argument("--sdg-max-retries", type=int, default=10, help="sdg client max_retries (default 10)")
+    parser.add_argument("--styles", type=parse_styles, default=["seconds"], help="comma list of Retry-After styles")
+    parser.add_argument("--ratelimit-headers", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--lower-to", type=float, default=0.0, help="library mode: drop the limit to this (req/s)")
+    parser.add_argument("--lower-at-s", type=float, default=8.0, help="...this many seconds into the batch")
+    parser.add_argument("--workers", type=parse_counts, default=[1, 4], help="run mode: comma list W (default 1,4)")
+    parser.add_argument(
+        "--concurrency", type=parse_counts, default=[32], help="in flight per client: comma list (default 32)"
+    )
+    parser.add_argument("--max-retries", type=int, default=3, help="retries, both clients (default 3)")
+    parser.add_argument("--sdg-max-retries", type=int, default=3, help="sdg client max_retries in run mode (default 3)")
     parser.add_argument("--base-delay", type=float, default=1.0, help="backoff base delay, both (default 1.0)")
     parser.add_argument("--max-tokens", type=int, default=32, help="max_tokens of each request (default 32)")
     parser.add_argument("--clients", default="baseline,sdg", help="which clients to run (default baseline,sdg)")
@@ -379,29 +526,33 @@ def main() -> None:
 
     bodies = request_bodies(args.requests, args.max_tokens)
     print(
-        f"bench_ratelimit: N={args.requests} requests per run, sim rate limit R={args.rps:g} req/s "
-        f"(burst {max(1, math.ceil(args.rps))}), latency {args.latency_ms:g} ms, workers {args.workers}, "
-        f"concurrency {args.concurrency}, max_tokens {args.max_tokens}, cap {args.cap_s:g}s/run"
+        f"bench_ratelimit --mode {args.mode}: N={args.requests} requests per run, sim rate limit R={args.rps:g} req/s "
+        f"(burst {args.burst}), latency {args.latency_ms:g} ms, x-ratelimit headers {args.ratelimit_headers}, "
+        f"max_tokens {args.max_tokens}, cap {args.cap_s:g}s/run"
     )
     print(
-        f"baseline: NeMo Curator loop, Semaphore({args.concurrency}) per worker held through backoff, "
-        f"max_retries={args.max_retries}, base_delay={args.base_delay:g}, Retry-After ignored | sdg: AsyncOpenAIClient("
-        f"max_concurrent_requests={args.concurrency}, max_retries={args.sdg_max_retries}, "
-        f"base_delay={args.base_delay:g}), no rate given, RayExecutor(W)"
+        f"baseline: NeMo Curator loop, semaphore held through backoff, max_retries={args.max_retries}, "
+        f"base_delay={args.base_delay:g}, Retry-After ignored | sdg: AsyncOpenAIClient(max_retries="
+        f"{args.max_retries if args.mode == 'library' else args.sdg_max_retries}, base_delay={args.base_delay:g}), "
+        "told no rate" + (" | in flight = W x concurrency" if args.mode == "run" else "")
     )
     print(
-        f"{'client':29} {'W':>2} {'goodput/R':>9} {'req/s':>7} {'429 share':>9} {'p95 s':>7} "
+        f"{'client':33} {'style':8} {'C/W':>4} {'goodput/R':>9} {'req/s':>7} {'429 share':>9} {'p95 s':>7} "
         f"{'failed':>6} {'inflight':>8} {'attempts':>8} {'wall s':>7}",
         flush=True,
     )
     try:
-        if "sdg" in clients:
+        if "sdg" in clients and args.mode == "run":
             from sdg.execution.ray_executor import ensure_ray
 
             ensure_ray()  # before any timing: starting Ray is not part of a batch
-        for workers in args.workers:
-            for kind in clients:
-                print_row(one_run(kind, workers, bodies, args), args.rps)
+        counts = args.concurrency if args.mode == "library" else args.workers
+        if args.mode == "run":
+            args.concurrency = args.concurrency[0]
+        for style in args.styles:
+            for count in counts:
+                for kind in clients:
+                    print_row(one_run(kind, count, bodies, args, style), args, count)
     finally:
         if "ray" in sys.modules:
             import ray

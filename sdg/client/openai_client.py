@@ -32,10 +32,11 @@ from sdg.client.errors import (
     APITimeoutError,
     LLMClientError,
     MalformedResponseError,
+    QuotaExceededError,
     RateLimitError,
 )
 from sdg.client.generation import GenerationConfig
-from sdg.client.limits import RateSignals, RequestGate
+from sdg.client.limits import AdaptiveGate, LimitSettings, RateSignals, RequestGate
 from sdg.client.responses import parse_completion, read_body, read_stream, status_error
 from sdg.client.retry import RetryPolicy, parse_duration
 from sdg.client.stats import ClientStats
@@ -104,15 +105,19 @@ class ClientSettings:
 
 
 class _LoopState:
-    """The HTTP session and gate of one event loop; closed when that loop shuts down."""
+    """The HTTP session, gate and adaptive limit of one event loop; closed when that loop shuts down."""
 
-    def __init__(self, settings: ClientSettings) -> None:
+    def __init__(self, settings: ClientSettings, signals: RateSignals) -> None:
         timeout = aiohttp.ClientTimeout(total=settings.timeout)
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
         self.session = aiohttp.ClientSession(
             connector=connector, timeout=timeout, headers=settings.headers(), raise_for_status=False
         )
         self.gate = RequestGate(settings.max_concurrent_requests, settings.rpm / 60.0 if settings.rpm else None)
+        # adaptive_concurrency=False keeps the fixed semaphore (and a configured rpm as a fixed pace).
+        self.adaptive = (
+            AdaptiveGate(self.gate, signals, limit_settings(settings)) if settings.adaptive_concurrency else None
+        )
         self._closer: AsyncIterator[None] | None = None
 
     async def close_with_loop(self) -> None:
@@ -224,7 +229,7 @@ class AsyncOpenAIClient(AsyncLLMClient):
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
         if state is None:
-            state = _LoopState(self.settings)
+            state = _LoopState(self.settings, self.rate_signals)
             self._states[loop] = state
             await state.close_with_loop()
         return state
@@ -238,8 +243,15 @@ class AsyncOpenAIClient(AsyncLLMClient):
             return None
 
     async def current_gate(self) -> RequestGate:
-        """The gate of the running loop, created if needed (a run-wide limiter resizes it)."""
-        return (await self._state()).gate
+        """The gate of the running loop, handed to a run-wide limiter: from now on its leases size the gate.
+
+        The client stops adapting that gate itself (one driver per gate); the signals it gathers go to
+        whoever takes `rate_signals`.
+        """
+        state = await self._state()
+        if state.adaptive is not None:
+            state.adaptive.handed_over = True
+        return state.gate
 
     async def aclose(self) -> None:
         state = self._states.pop(asyncio.get_running_loop(), None)
@@ -291,18 +303,28 @@ class AsyncOpenAIClient(AsyncLLMClient):
         return (await self._with_retries(send))[0]
 
     async def _with_retries(self, send: Callable[[aiohttp.ClientSession], Awaitable[T]]) -> tuple[T, int]:
-        """Run `send` inside the gate until it succeeds or the policy gives up; backoff happens outside the gate."""
+        """Run `send` inside the gate until it succeeds or the policy gives up; backoff happens outside the gate.
+
+        Only attempts that reached the gate's inside count against `max_retries`: waiting for a slot, for
+        the pace or for a paused window is not a failure. A Retry-After delays this request's next attempt
+        (at least that long); the other requests are slowed by the adaptive limit's pace, not stopped.
+        """
         state = await self._state()
         stats = self.stats
+        signals = self.rate_signals
         attempt = 0
         while True:
             attempt += 1
             try:
-                async with state.gate:
-                    stats.attempts += 1
-                    self.rate_signals.attempts += 1
-                    result = await send(state.session)
-                self.rate_signals.successes += 1
+                try:
+                    async with state.gate:
+                        stats.attempts += 1
+                        signals.attempts += 1
+                        result = await send(state.session)
+                    signals.successes += 1
+                finally:
+                    if state.adaptive is not None:
+                        state.adaptive.after_attempt()
                 return result, attempt
             except LLMClientError as error:
                 self._count_error(error)
@@ -312,8 +334,6 @@ class AsyncOpenAIClient(AsyncLLMClient):
                     stats.failures_by_kind[error.kind] += 1
                     raise
                 delay = self.retry_policy.delay(error, attempt - 1, self._rng)
-                if isinstance(error, RateLimitError) and error.retry_after is not None:
-                    state.gate.pause_for(delay)
                 stats.retries += 1
                 stats.backoff_s += delay
                 log.info(
@@ -335,19 +355,22 @@ class AsyncOpenAIClient(AsyncLLMClient):
             stats.malformed += 1
         elif isinstance(error, RateLimitError):
             stats.status_429 += 1
-            self.rate_signals.status_429 += 1
-            self.rate_signals.retry_after_s = max(self.rate_signals.retry_after_s, error.retry_after or 0.0)
+            if not isinstance(error, QuotaExceededError):  # no pace cures an empty account
+                self.rate_signals.status_429 += 1
         else:
             status = getattr(error, "status_code", None)
             if status is not None:
                 stats.other_statuses[status] += 1
 
     def _note_rate_headers(self, headers: Mapping[str, str]) -> None:
-        """Keep the endpoint's own account of its request limit, for the run-wide limiter to pace by."""
+        """Keep the endpoint's own account of its limits (OpenAI's x-ratelimit-*), for the adaptive limit."""
         signals = self.rate_signals
         signals.limit_requests = _float_or_none(headers.get("x-ratelimit-limit-requests"))
         signals.remaining_requests = _float_or_none(headers.get("x-ratelimit-remaining-requests"))
         signals.reset_requests_s = parse_duration(headers.get("x-ratelimit-reset-requests"))
+        signals.limit_tokens = _float_or_none(headers.get("x-ratelimit-limit-tokens"))
+        signals.remaining_tokens = _float_or_none(headers.get("x-ratelimit-remaining-tokens"))
+        signals.reset_tokens_s = parse_duration(headers.get("x-ratelimit-reset-tokens"))
 
     def _status_error(self, response: aiohttp.ClientResponse, body: Any, url: str, model: str) -> LLMClientError:
         return status_error(
@@ -386,13 +409,28 @@ class AsyncOpenAIClient(AsyncLLMClient):
             self._translated(self._url),
             session.post(self._url, data=payload, params=self.settings.default_query) as response,
         ):
-            if "x-ratelimit-limit-requests" in response.headers:
+            if _RATE_HEADERS & response.headers.keys():
                 self._note_rate_headers(response.headers)
             if response.status >= 400:
                 raise self._status_error(response, await read_body(response, self.settings), self._url, model)
             if stream:
                 return await read_stream(response, model, self._url)
             return parse_completion(await read_body(response, self.settings), model, self._url)
+
+
+_RATE_HEADERS = frozenset(
+    f"x-ratelimit-{what}-{unit}" for what in ("limit", "remaining", "reset") for unit in ("requests", "tokens")
+)
+
+
+def limit_settings(settings: ClientSettings) -> LimitSettings:
+    """The adaptive limit's settings from the client's: the one place the two meet."""
+    return LimitSettings(
+        max_concurrency=settings.max_concurrent_requests,
+        rpm=settings.rpm,
+        tpm=settings.tpm,
+        adaptive=settings.adaptive_concurrency,
+    )
 
 
 def _float_or_none(value: str | None) -> float | None:
