@@ -6,12 +6,16 @@ raises `ConfigError` with one line that names the key and how to fix it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import MISSING as MISSING_FIELD
+from dataclasses import dataclass, field, fields, make_dataclass
+from types import UnionType
+from typing import Any, get_args, get_origin, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from sdg.client.generation import GenerationConfig
+from sdg.client.settings import ClientSettings
 from sdg.endpoints.sim.options import SimServerConfig  # SimOptions minus host/port/api_key: declared once
 
 __all__ = [
@@ -42,48 +46,66 @@ class LocalServerConfig:
     startup_timeout_s: float = 120.0
 
 
+def _fields_of(source: type, exclude: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+    """A library dataclass's fields as Hydra schema fields: the option is declared once, in the library.
+
+    OmegaConf takes no Union of several types: such a field (e.g. `stop: str | list[str] | None`) becomes Any
+    and the library checks it when the run builds it.
+    """
+    hints = get_type_hints(source)
+    derived = []
+    for spec in fields(source):
+        if spec.name in exclude:
+            continue
+        kind = hints[spec.name]
+        members = [m for m in get_args(kind) if m is not type(None)] if isinstance(kind, UnionType) else [kind]
+        if len(members) > 1 or get_origin(members[0]) is dict:
+            # A mapping is Any too: a typed Dict node under Hydra's struct flag refuses new keys from the command
+            # line (`generation.extra_body={min_p: 0.05}` would need `++`).
+            kind = Any
+        if spec.default_factory is not MISSING_FIELD:
+            default = field(default_factory=spec.default_factory)
+        else:
+            default = field(default=spec.default)
+        derived.append((spec.name, kind, default))
+    return derived
+
+
 @dataclass
-class ClientConfig:
-    """Who we talk to and how. `api_key_env` is the *name* of the variable holding the key, never the key."""
+class _RunClientFields:
+    """What the run adds to a client's own settings: which endpoint it starts, and how to reach it."""
 
     kind: str = "remote"  # remote: an existing endpoint; sim / local: the run starts the endpoint itself
-    base_url: str | None = None
-    api_key_env: str | None = "OPENAI_API_KEY"
+    base_url: str | None = None  # the run sets it for sim / local
     api_key_required: bool = True
     default_model: str | None = None  # what `endpoint.model` is unless set
-    max_concurrent_requests: int = 5
-    max_retries: int = 3
-    base_delay: float = 1.0
-    max_delay: float = 60.0
-    timeout: float = 120.0
-    rpm: float | None = None  # requests per minute for the whole run (None: learn from the endpoint)
-    tpm: float | None = None  # tokens per minute for the whole run
-    adaptive_concurrency: bool = True  # cut on 429, grow back after clean windows
     sim: SimServerConfig = field(default_factory=SimServerConfig)
     local: LocalServerConfig = field(default_factory=LocalServerConfig)
 
 
+_RUN_CLIENT_FIELDS = tuple(f.name for f in fields(_RunClientFields))
+
+# Who we talk to and how: every `ClientSettings` option (never `api_key`: `api_key_env` names the variable).
+ClientConfig = make_dataclass(
+    "ClientConfig",
+    _fields_of(_RunClientFields) + _fields_of(ClientSettings, exclude=("api_key", *_RUN_CLIENT_FIELDS)),
+)
+ClientConfig.__module__ = __name__
+ClientConfig.__doc__ = (
+    "Who we talk to and how: `sdg.client.ClientSettings` (minus the key) plus what the run starts itself."
+)
+
+# GenerationConfig's fields; its `seed` is not here: request seeds derive from the run's `seed` and the index.
+GenerationSection = make_dataclass("GenerationSection", _fields_of(GenerationConfig, exclude=("seed",)))
+GenerationSection.__module__ = __name__
+GenerationSection.__doc__ = "`sdg.client.GenerationConfig`'s fields, but `seed` (the run's `seed` is the base)."
+
+
 @dataclass
 class EndpointConfig:
-    """The model served at the endpoint, and what is known of its limits (informational, logged)."""
+    """The model served at the endpoint."""
 
     model: str = MISSING
-    context_length: int | None = None
-    rpm: float | None = None
-    tpm: float | None = None
-
-
-@dataclass
-class GenerationSection:
-    """GenerationConfig's fields (`sdg.client.GenerationConfig`); `seed` is the base of per-sample seeds."""
-
-    max_tokens: int = 2048
-    temperature: float = 0.0
-    top_p: float = 0.95
-    top_k: int | None = None
-    stop: Any = None
-    stream: bool = False
-    n: int = 1
 
 
 @dataclass

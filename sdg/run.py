@@ -22,13 +22,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from sdg.client.errors import LLMClientError
-from sdg.client.openai_client import validate_base_url
+from sdg.client.settings import validate_base_url
 from sdg.config import ConfigError, RunConfig, register_configs
 from sdg.endpoints.process import EndpointStartError, sim_stats
 from sdg.execution.base import ExecutionFailed
 from sdg.execution.stop import EndpointUnusable
 from sdg.pipeline import Pipeline, PipelineResult
 from sdg.runtime import (
+    SECRET_HEADER,
     build_client,
     build_stage,
     endpoint_server,
@@ -77,8 +78,9 @@ class TooManyFailures(RuntimeError):
 def refuse_key_on_command_line(argv: list[str]) -> None:
     """A key typed as an override would be written to .hydra/ and MLflow: refuse before Hydra sees it."""
     for arg in argv:
-        key = arg.lstrip("+~").split("=", 1)[0]
-        if key.endswith("api_key") or key.endswith(".key"):
+        key, _, value = arg.lstrip("+~").partition("=")
+        credential_header = key.startswith("client.default_headers") and SECRET_HEADER.search(key + value)
+        if key.endswith("api_key") or key.endswith(".key") or credential_header:
             sys.stderr.write(
                 f"sdg: error: do not pass the API key on the command line ({key}=...): it would be saved in the run "
                 "folder. Export it in an environment variable and name that variable with client.api_key_env=NAME\n"

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from sdg.client import (
     LLMClientError,
     PermissionDeniedError,
 )
+from sdg.client.settings import ClientSettings
 from sdg.config import ClientConfig, ConfigError, RunConfig
 from sdg.endpoints.process import ServerProcess, sim_command
 from sdg.output import EXPORT_FORMATS
@@ -54,10 +56,20 @@ def generation_config(cfg: RunConfig) -> GenerationConfig:
         raise ConfigError(str(exc).replace("GenerationConfig.", "generation.")) from None
 
 
+SECRET_HEADER = re.compile(r"authorization|api[-_]?key|token|secret|password|cookie", re.IGNORECASE)
+
+
 def _check_client(client: ClientConfig) -> None:
     """What the client cannot check itself; its own ranges are checked when it is built (`build_client`)."""
     if client.kind not in ("remote", "sim", "local"):
         raise ConfigError(f"client.kind={client.kind!r} must be remote, sim or local")
+    secret_like = [name for name in client.default_headers or {} if SECRET_HEADER.search(str(name))]
+    if secret_like:
+        raise ConfigError(
+            f"client.default_headers.{secret_like[0]} looks like a credential and would be saved in the run folder "
+            "and MLflow: keep keys in the environment and name the variable with client.api_key_env=NAME "
+            "(sent as Authorization: Bearer)"
+        )
     if client.kind == "remote" and not client.base_url:
         raise ConfigError("client.base_url is not set: give the endpoint's API root, e.g. http://host:8000/v1")
 
@@ -116,22 +128,15 @@ def endpoint_server(client: ClientConfig, run_dir: Path) -> ServerProcess | None
 def build_client(client: ClientConfig, base_url: str) -> AsyncOpenAIClient:
     """A client that reads its key from `client.api_key_env` in whichever process sends.
 
-    The client checks its own settings; a bad one becomes a ConfigError naming the `client.` key.
+    Every `ClientSettings` option of `client` is passed on (the schema is derived from them); the client
+    checks its own settings, and a bad one becomes a ConfigError naming the `client.` key.
     """
+    options = {name: getattr(client, name) for name in ClientSettings.names() if name not in ("api_key", "base_url")}
+    for name in ("default_headers", "default_query"):
+        if options[name] is not None:
+            options[name] = {str(k): str(v) for k, v in dict(options[name]).items()}
     try:
-        return AsyncOpenAIClient(
-            api_key=None,
-            base_url=base_url,
-            max_concurrent_requests=client.max_concurrent_requests,
-            max_retries=client.max_retries,
-            base_delay=client.base_delay,
-            max_delay=client.max_delay,
-            timeout=client.timeout,
-            api_key_env=client.api_key_env,
-            rpm=client.rpm,
-            tpm=client.tpm,
-            adaptive_concurrency=client.adaptive_concurrency,
-        )
+        return AsyncOpenAIClient(api_key=None, base_url=base_url, **options)
     except ValueError as exc:
         raise ConfigError(f"client.{exc}") from None
 

@@ -35,6 +35,7 @@ class ReplayServer:
     def __init__(self, answer: dict[str, Any]) -> None:
         self.answer = answer
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.query_strings: list[str] = []
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -46,6 +47,7 @@ class ReplayServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path, dict(request.headers), await request.read()))
+        self.query_strings.append(request.query_string)
         answer = self.answer
         headers = dict(answer.get("headers") or {})
         status = int(answer.get("status", 200))

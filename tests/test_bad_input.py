@@ -25,6 +25,7 @@ CASES = [
     (["client=openai", "client.base_url=localhost:8000"], "is not an http(s) URL"),
     (["client.api_key=sk-planted-123"], "do not pass the API key on the command line"),
     (["+client.api_key=sk-planted-123"], "client.api_key_env=NAME"),
+    (["client=openai", "client.default_headers={api-key: sk-planted-123}"], "do not pass the API key"),
 ]
 
 

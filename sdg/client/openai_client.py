@@ -20,9 +20,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -39,79 +37,28 @@ from sdg.client.generation import GenerationConfig
 from sdg.client.limits import AdaptiveGate, LimitSettings, RateSignals, RequestGate
 from sdg.client.responses import parse_completion, read_body, read_stream, status_error
 from sdg.client.retry import RetryPolicy, parse_duration
+from sdg.client.settings import DEFAULT_BASE_URL, ClientSettings
 from sdg.client.stats import ClientStats
 
 __all__ = ["AsyncOpenAIClient", "ClientSettings", "OpenAIClient"]
 
 log = logging.getLogger("sdg.client")
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
-_SUPPORTED_OPENAI_KWARGS = ("default_headers", "default_query", "organization", "project")
 T = TypeVar("T")
-
-
-def validate_base_url(base_url: str) -> str:
-    """`base_url` without a trailing slash; a clear ValueError when it is not an http(s) URL."""
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(
-            f"base_url {base_url!r} is not an http(s) URL: use the form http://host:port/v1 "
-            "(the OpenAI-compatible API root)"
-        )
-    try:
-        _ = parts.port
-    except ValueError:
-        raise ValueError(f"base_url {base_url!r} has an invalid port") from None
-    return base_url.rstrip("/")
-
-
-@dataclass(frozen=True)
-class ClientSettings:
-    """Everything needed to rebuild a client in another process; the key only if it was given directly."""
-
-    api_key: str | None = field(default=None, repr=False)
-    base_url: str = DEFAULT_BASE_URL
-    api_key_env: str | None = DEFAULT_API_KEY_ENV
-    max_concurrent_requests: int = 5
-    max_retries: int = 3
-    base_delay: float = 1.0
-    max_delay: float = 60.0
-    timeout: float | None = 120.0
-    default_headers: dict[str, str] | None = None
-    default_query: dict[str, str] | None = None
-    organization: str | None = None
-    project: str | None = None
-    rpm: float | None = None
-    tpm: float | None = None
-    adaptive_concurrency: bool = True
-
-    def resolved_api_key(self) -> str | None:
-        if self.api_key is not None:
-            return self.api_key
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
-
-    def headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        key = self.resolved_api_key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        if self.organization:
-            headers["OpenAI-Organization"] = self.organization
-        if self.project:
-            headers["OpenAI-Project"] = self.project
-        headers.update(self.default_headers or {})
-        return headers
 
 
 class _LoopState:
     """The HTTP session, gate and adaptive limit of one event loop; closed when that loop shuts down."""
 
     def __init__(self, settings: ClientSettings, signals: RateSignals) -> None:
-        timeout = aiohttp.ClientTimeout(total=settings.timeout)
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        timeout = aiohttp.ClientTimeout(total=None, connect=settings.connect_timeout, sock_read=settings.timeout)
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, ssl=settings.ssl_context())
         self.session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, headers=settings.headers(), raise_for_status=False
+            connector=connector,
+            timeout=timeout,
+            headers=settings.headers(),
+            raise_for_status=False,
+            trust_env=settings.trust_env,
         )
         self.gate = RequestGate(settings.max_concurrent_requests, settings.rpm / 60.0 if settings.rpm else None)
         # adaptive_concurrency=False keeps the fixed semaphore (and a configured rpm as a fixed pace).
@@ -147,48 +94,27 @@ class AsyncOpenAIClient(AsyncLLMClient):
         self,
         api_key: str | None = None,
         base_url: str | None = None,
-        max_concurrent_requests: int = 5,
-        max_retries: int = 3,
-        base_delay: float = 1.0,
-        max_delay: float = 60.0,
-        timeout: float | None = 120,
-        *,
-        api_key_env: str | None = DEFAULT_API_KEY_ENV,
-        rpm: float | None = None,
-        tpm: float | None = None,
-        adaptive_concurrency: bool = True,
-        **openai_kwargs: Any,
+        max_concurrent_requests: int = ClientSettings.max_concurrent_requests,
+        max_retries: int = ClientSettings.max_retries,
+        base_delay: float = ClientSettings.base_delay,
+        max_delay: float = ClientSettings.max_delay,
+        timeout: float | None = ClientSettings.timeout,
+        **settings: Any,
     ) -> None:
-        unknown = sorted(set(openai_kwargs) - set(_SUPPORTED_OPENAI_KWARGS))
+        unknown = sorted(set(settings) - set(ClientSettings.names()))
         if unknown:
             raise TypeError(
-                f"AsyncOpenAIClient got unsupported arguments {unknown}; "
-                f"supported extra arguments: {list(_SUPPORTED_OPENAI_KWARGS)}"
+                f"AsyncOpenAIClient got unknown arguments {unknown}; it takes {list(ClientSettings.names())}"
             )
-        if max_concurrent_requests < 1:
-            raise ValueError(
-                f"max_concurrent_requests={max_concurrent_requests} must be >= 1 "
-                "(it is how many requests may be in flight at once)"
-            )
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout={timeout} must be > 0 seconds (or None for no timeout)")
-        for name, value in (("rpm", rpm), ("tpm", tpm)):
-            if value is not None and value <= 0:
-                raise ValueError(f"{name}={value} must be > 0 (or None for no limit)")
-        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         self.settings = ClientSettings(
             api_key=api_key,
-            base_url=validate_base_url(base_url),
-            api_key_env=api_key_env,
+            base_url=base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
             max_concurrent_requests=max_concurrent_requests,
             max_retries=max_retries,
             base_delay=base_delay,
             max_delay=max_delay,
             timeout=float(timeout) if timeout is not None else None,
-            rpm=rpm,
-            tpm=tpm,
-            adaptive_concurrency=adaptive_concurrency,
-            **openai_kwargs,
+            **settings,
         )
         self._setup()
 
@@ -390,9 +316,15 @@ class AsyncOpenAIClient(AsyncLLMClient):
             yield
         except LLMClientError:
             raise
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise APITimeoutError(
+                f"could not connect to {url} within {self.settings.connect_timeout}s "
+                "(check that the host is up and reachable; raise client.connect_timeout for slow networks)",
+                url=url,
+            ) from exc
         except TimeoutError as exc:
             raise APITimeoutError(
-                f"no complete answer from {url} within {self.settings.timeout}s "
+                f"{url} sent nothing for {self.settings.timeout}s "
                 "(raise the client timeout for slow endpoints)",
                 url=url,
             ) from exc

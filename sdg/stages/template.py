@@ -252,7 +252,7 @@ class PromptTemplateStage(GenerationStage):
             raise ValueError(
                 "output_schema and generation extra_body.response_format both set the answer format; keep one"
             )
-        if config.n != 1:
+        if (config.n or 1) != 1:
             raise ValueError(
                 f"output_schema needs generation n=1 (got n={config.n}): each answer is parsed and re-asked on its "
                 "own; use samples_per_row for more answers per row"
