@@ -74,8 +74,8 @@ def test_when_pushing_harder_gains_nothing_the_pace_settles_at_what_the_server_s
     assert paced is not None
     _periods(limit, clock, 10, attempts=5, successes=5)  # a clean second (nothing refused): the pace goes up
     assert limit.rate is not None and limit.rate > paced
-    _periods(limit, clock, 10, attempts=6, status_429=1, successes=4)  # 40/s with a few refused: hold there
-    assert limit.rate == pytest.approx(40.0, rel=0.05)
+    _periods(limit, clock, 10, attempts=6, status_429=1, successes=4)  # 40/s with a few refused: step under it
+    assert limit.rate == pytest.approx(0.97 * 40.0, rel=0.05)
 
 
 def test_a_clean_window_returns_straight_to_the_last_sustained_goodput() -> None:
@@ -149,3 +149,33 @@ def test_reset_durations_in_every_form_servers_send(value: str, seconds: float |
 def test_retry_after_in_every_form_servers_send(headers: dict, seconds: float | None) -> None:
     lowered = {k.lower(): v for k, v in headers.items()}
     assert parse_retry_after(lowered, now=1445412475.0) == seconds
+
+
+def test_congestion_never_cuts_the_slots_below_what_the_new_pace_needs() -> None:
+    limit, clock = _limit(max_concurrency=5)
+    _periods(limit, clock, 2, attempts=1, successes=1)
+    _periods(limit, clock, 11)  # a quiet second: the next window starts empty
+    assert limit.concurrency == 5
+    # 50/s got through at 0.1 s per answer: a pace of 48.5/s needs ~5 in flight (Little's law), so keep 5.
+    clock.now += 0.1
+    limit.observe(RateSignals(attempts=100, status_429=95, successes=5, success_s=0.5))
+    assert limit.rate == pytest.approx(0.97 * 50) and limit.concurrency == 5
+    # Answers that take no time need no slots: the usual cut applies.
+    limit2, clock2 = _limit(max_concurrency=8)
+    _periods(limit2, clock2, 2, attempts=1, successes=1)
+    _periods(limit2, clock2, 11)
+    clock2.now += 0.1
+    limit2.observe(RateSignals(attempts=100, status_429=95, successes=5, success_s=0.0))
+    assert limit2.concurrency == 6
+
+
+def test_an_underestimated_pace_is_left_within_a_few_clean_windows() -> None:
+    limit, clock = _limit()
+    _past_slow_start(limit, clock)
+    clock.now += 0.1
+    limit.observe(RateSignals(attempts=100, status_429=95, successes=3))  # 30/s: an underestimate
+    start = limit.rate
+    assert start is not None
+    for _ in range(6):  # six clean seconds
+        _periods(limit, clock, 10, attempts=5, successes=5)
+    assert limit.rate is not None and limit.rate > 1.5 * start

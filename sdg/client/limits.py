@@ -10,6 +10,7 @@ limiter (`sdg.execution.limiter`) feeds it every worker's signals and leases out
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -141,6 +142,7 @@ class RateSignals:
     attempts: int = 0
     status_429: int = 0
     successes: int = 0
+    success_s: float = 0.0  # the successful attempts' time in flight, summed (Little's law: slots for a pace)
     limit_requests: float | None = None
     remaining_requests: float | None = None
     reset_requests_s: float | None = None
@@ -164,6 +166,7 @@ class RateSignals:
 HEADROOM = 0.97
 SLOW_START_SLOTS = 4
 MIN_RATE_PER_S = 0.5
+GROWTH_START, GROWTH_MAX = 0.02, 0.5  # a clean window raises an unannounced pace by this share, doubling
 
 
 @dataclass(frozen=True)
@@ -194,8 +197,8 @@ class AdaptiveLimit:
       configured `rpm`/`tpm` sets the pace just under it: the endpoint's own word beats any guess.
     - Congestion (a window with more than `tolerated_429_share` refused) cuts concurrency by `decrease`
       and paces at the goodput the server sustained in that window (what a saturated bucket lets through).
-    - A window with a few refusals holds the pace if pushing harder gained nothing; a clean window adds a
-      slot and raises the pace (straight back to the last sustained goodput, then 2% a window).
+    - A window with a few refusals steps just under its goodput if pushing harder gained nothing; a clean
+      window adds a slot and raises the pace (straight back to the last sustained goodput, then 2% a window).
     - `remaining: 0` with a reset time pauses everything until the reset, and the restart is paced.
     Retry-After is not here: it delays only the request that got it (the client's retry loop).
     Plain Python on an injectable clock: the client calls `observe` with its own signals, the run-wide
@@ -216,6 +219,7 @@ class AdaptiveLimit:
         self.rate: float | None = self._ceiling
         self.pause_until = 0.0
         self._sustained: float | None = None  # goodput of the last window the server refused some of
+        self._growth = GROWTH_START
         self._window_start = self.started
         self._active_since = self.started
         self._window = RateSignals()
@@ -232,6 +236,7 @@ class AdaptiveLimit:
         window.attempts += signals.attempts
         window.status_429 += signals.status_429
         window.successes += signals.successes
+        window.success_s += signals.success_s
         if signals.successes and signals.tokens:
             per_request = signals.tokens / signals.successes
             old = self._tokens_per_request
@@ -293,31 +298,40 @@ class AdaptiveLimit:
             self.rate = ceiling
 
     def _close_window(self, now: float, active_s: float) -> None:
-        """Judge the last window: congested (too many 429s) cuts, a few 429s hold, clean grows."""
+        """Judge the last window: congested (too many 429s) cuts, a few 429s step under, clean grows."""
         window, self._window, self._window_start = self._window, RateSignals(), now
         if not self.settings.adaptive or window.attempts == 0:
             return
         goodput = window.successes / max(active_s, self.settings.period_s)
         if window.status_429 > self.settings.tolerated_429_share * window.attempts:
             self._slow_start = False
-            self.concurrency = max(1.0, self.concurrency * self.settings.decrease)
             if goodput > 0:
                 self.rate = max(MIN_RATE_PER_S, HEADROOM * goodput)
             else:
                 self.rate = max(MIN_RATE_PER_S, (self.rate or window.attempts / max(active_s, 1e-3)) / 2)
+            # Fewer slots, but never fewer than the new pace needs (Little's law on the answers' latency):
+            # against a rate limit, cutting slots too would cap the pace below what the server allows.
+            needed = 1.5 * self.rate * window.success_s / window.successes if window.successes else 1.0
+            cut = self.concurrency * self.settings.decrease
+            self.concurrency = max(1.0, min(self.concurrency, max(cut, float(math.ceil(needed)))))
             self._sustained = goodput
+            self._growth = GROWTH_START
         elif window.status_429:
             # Some refusals: if sending more than last time gave no more successes, the server is full here.
             if self.rate is not None and self._sustained is not None and goodput <= 1.02 * self._sustained:
-                self.rate = max(MIN_RATE_PER_S, min(self.rate, goodput))
+                self.rate = max(MIN_RATE_PER_S, min(self.rate, HEADROOM * goodput))
             self._sustained = goodput
+            self._growth = GROWTH_START
         else:
             self.concurrency = min(float(self.settings.max_concurrency), self.concurrency + 1.0)
             if self.rate is not None and self._ceiling is None and self.rate > 4 * max(goodput, 1.0):
                 self.rate = None  # the pace was far above what was used: stop pacing until the next refusal
             elif self.rate is not None:
+                # Straight back to what the server last sustained; above it, probe by a step that doubles
+                # with each clean window (2%, 4%, 8%...), so an underestimate is left within seconds.
                 sustained = HEADROOM * (self._sustained or 0.0)
-                self.rate = sustained if self.rate < sustained else self.rate * 1.02 + 0.1
+                self.rate = sustained if self.rate < sustained else self.rate * (1.0 + self._growth) + 0.1
+                self._growth = min(2 * self._growth, GROWTH_MAX)
         if self.rate is not None and self._ceiling is not None:
             self.rate = min(self.rate, self._ceiling)
 

@@ -246,8 +246,10 @@ class AsyncOpenAIClient(AsyncLLMClient):
                     async with state.gate:
                         stats.attempts += 1
                         signals.attempts += 1
+                        sent_at = time.perf_counter()
                         result = await send(state.session)
                     signals.successes += 1
+                    signals.success_s += time.perf_counter() - sent_at
                 finally:
                     if state.adaptive is not None:
                         state.adaptive.after_attempt()
