@@ -183,7 +183,8 @@ def _save_and_track(result: PipelineResult, cfg: RunConfig, output_dir: Path, tr
                 for elapsed, concurrency, rate in result.limiter_history
             ]
         )
-        for artifact in (output_dir / "metrics.json", output_dir / "config.resolved.yaml", dataset_dir / "README.md"):
+        tracker.log_dataset(result.dataset, dataset_dir, name=cfg.name)  # run input + card as dataset/README.md
+        for artifact in (output_dir / "metrics.json", output_dir / "config.resolved.yaml"):
             tracker.log_artifact(artifact)
     return dataset_dir
 
@@ -325,7 +326,7 @@ def _report(result: PipelineResult, dataset_dir: Path, tracker: Any) -> None:
         )
     if tracker:
         lines.append(f"sdg: MLflow run {tracker.run_id} in {tracker.tracking_uri}")
-        lines.append("sdg: compare runs: python -m sdg.compare")
+        lines.append("sdg: compare runs: python -m sdg.compare  (or in MLflow's UI: python -m sdg.ui)")
         lines.append(f"sdg: browse runs: mlflow ui --backend-store-uri {tracker.tracking_uri}")
     print("\n".join(lines), flush=True)
 
