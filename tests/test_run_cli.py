@@ -34,7 +34,8 @@ def _mlflow_runs(cwd: Path):
 
 
 def _dataset_dirs(cwd: Path) -> list[Path]:
-    return sorted(cwd.glob("outputs/**/dataset"))
+    # Run folders of single runs and sweeps, not MLflow's artifact copies (outputs/mlartifacts/.../dataset).
+    return sorted(p for p in cwd.glob("outputs/**/dataset") if "mlartifacts" not in p.parts)
 
 
 @pytest.mark.slow
