@@ -13,9 +13,13 @@ import datasets
 import psutil
 import pytest
 
-from tests.test_run_cli import _dataset_dirs, _mlflow_runs, sdg
+from tests.test_run_cli import _mlflow_runs, sdg
 
 pytestmark = pytest.mark.slow
+
+
+def _dataset_dirs(cwd: Path) -> list[Path]:
+    return sorted(cwd.glob("outputs/runs/*/*/dataset"))  # not MLflow's artifact copies
 
 
 def _popen(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -85,9 +89,11 @@ def test_sigkill_half_way_then_resume_asks_only_what_is_missing(tmp_path: Path, 
     dataset = datasets.load_from_disk(str(folder))
     assert list(dataset["index"]) == list(range(n))  # each index exactly once, in order
     assert not any(dataset["error"])
-    in_flight_at_kill = slots * workers
-    assert sim.stats()["requests"] <= n + in_flight_at_kill
-    assert sim.stats()["requests"] - asked_before <= n - done_before + in_flight_at_kill
+    # Rows reach the part files when their batch returns to the driver: what the killed run had handed out and
+    # not yet got back (each worker holds 3 batches of 4, the automatic size for 1 slot each) is asked again.
+    handed_out_at_kill = workers * 3 * 4
+    assert sim.stats()["requests"] <= n + handed_out_at_kill
+    assert sim.stats()["requests"] - asked_before <= n - done_before
     metrics = _mlflow_runs(tmp_path)[0].data.metrics
     assert metrics["num_requested"] == n - done_before
 
@@ -217,3 +223,22 @@ def test_refused_connection_fails_after_retries_naming_the_url(tmp_path: Path) -
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
     assert "http://127.0.0.1:9/v1" in last and "gave up after 4 attempts" in last
+
+
+def test_systematic_400_stops_in_one_line_with_the_resume_command(tmp_path: Path) -> None:
+    """n=200 is over the sim's maximum (128): every request is a 400, so the run stops after its first 20."""
+    done = sdg(
+        "client=sim",
+        "generation.n=200",
+        "stage.num_samples=300",
+        "ray.num_workers=0",
+        "mlflow.enabled=false",
+        "output.progress=false",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("sdg: error: the first 20 samples all failed the same way") and "'n'" in last
+    assert "Resume with: python -m sdg.run" in last and "resume=" in last
+    assert 20 <= _rows_written(tmp_path) < 300  # the rows written before the stop are kept

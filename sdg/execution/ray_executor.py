@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 import warnings
@@ -62,6 +63,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     }
     if local:
         kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+    else:
+        _check_reachable(str(address))  # Ray itself retries a dead address for minutes
     # ray.init installs its own SIGTERM handler (abort with a core dump); keep the caller's clean shutdown.
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if in_main_thread else None
@@ -73,6 +76,30 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, with one line, when nothing listens where the cluster should be."""
+    target: str | None = address
+    if address == "auto":
+        try:  # where Ray would look: RAY_ADDRESS, then the address file of the last `ray start`
+            from ray._private.services import canonicalize_bootstrap_address
+
+            target = canonicalize_bootstrap_address("auto")
+        except Exception:
+            return  # nothing found: ray.init says so itself, at once
+    if not target:
+        return
+    host, _, port = target.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=3.0).close()
+    except OSError as exc:
+        raise ExecutionFailed(
+            f"could not join the Ray cluster at ray.address={address}: nothing answers at {host}:{port} ({exc}); "
+            "start it (ray start --head) or set ray.address=null to run on a fresh local Ray"
+        ) from None
 
 
 class _BatchWorker:

@@ -186,13 +186,16 @@ class BatchRunner:
         return self._cursor.since_last(stats) if isinstance(stats, ClientStats) else ClientStats()
 
     async def finish(self) -> ClientStats:
-        """Stop following leases, give this worker's slots back, and hand in the stats not yet shipped."""
+        """Stop following leases, give this worker's slots back, close connections, hand in the stats not shipped."""
+        client = self.stage.client
         if self._following is not None:
             self._following.cancel()
             self._following = None
             if self.limiter is not None and self._shared():
-                client = self.stage.client
                 await self.limiter.lease(self.worker_id, 0, client.rate_signals.take())  # type: ignore[attr-defined]
+        aclose = getattr(client, "aclose", None)
+        if aclose is not None:
+            await aclose()
         return self.stats_since_last()
 
 
