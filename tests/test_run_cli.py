@@ -30,7 +30,8 @@ def _mlflow_runs(cwd: Path):
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{cwd / 'outputs' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("sdg")
-    return client.search_runs([experiment.experiment_id])
+    runs = client.search_runs([experiment.experiment_id])
+    return [run for run in runs if run.data.tags.get("sdg.role") != "sweep"]  # not a sweep's parent run
 
 
 def _dataset_dirs(cwd: Path) -> list[Path]:
