@@ -12,7 +12,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["PartWriter", "RotatingPartWriter", "encode_rows", "finished_indexes", "part_files", "read_rows"]
+__all__ = [
+    "ROWS_PER_PART",
+    "PartWriter",
+    "RotatingPartWriter",
+    "encode_rows",
+    "finished_indexes",
+    "part_files",
+    "read_rows",
+]
 
 
 def encode_rows(rows: Iterable[dict[str, Any]]) -> bytes:
@@ -55,13 +63,16 @@ class PartWriter:
         self.close()
 
 
+ROWS_PER_PART = 10_000  # the driver starts a new part file after this many rows
+
+
 class RotatingPartWriter:
     """The driver's writer: `part-<attempt>-<n>.jsonl`, a new file every `rows_per_part` rows.
 
     Bounded parts keep collecting the dataset light: it reads one part at a time.
     """
 
-    def __init__(self, parts_dir: Path, attempt_tag: str, rows_per_part: int = 10_000) -> None:
+    def __init__(self, parts_dir: Path, attempt_tag: str, rows_per_part: int = ROWS_PER_PART) -> None:
         self.parts_dir = parts_dir
         self.attempt_tag = attempt_tag
         self.rows_per_part = rows_per_part
