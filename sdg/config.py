@@ -23,9 +23,13 @@ __all__ = [
     "ConfigError",
     "EndpointConfig",
     "GenerationSection",
+    "JudgeClientConfig",
+    "JudgeConfig",
+    "JudgeGenerationSection",
     "LocalServerConfig",
     "MlflowConfig",
     "OutputConfig",
+    "PriceConfig",
     "RayConfig",
     "RunConfig",
     "SimServerConfig",
@@ -72,6 +76,14 @@ def _fields_of(source: type, exclude: tuple[str, ...] = ()) -> list[tuple[str, A
 
 
 @dataclass
+class PriceConfig:
+    """USD per million tokens (null: not known, no cost computed); prices change: set them for your endpoint."""
+
+    input_per_mtok: float | None = None
+    output_per_mtok: float | None = None
+
+
+@dataclass
 class _RunClientFields:
     """What the run adds to a client's own settings: which endpoint it starts, and how to reach it."""
 
@@ -79,6 +91,7 @@ class _RunClientFields:
     base_url: str | None = None  # the run sets it for sim / local
     api_key_required: bool = True
     default_model: str | None = None  # what `endpoint.model` is unless set
+    default_price: PriceConfig = field(default_factory=PriceConfig)  # what `endpoint.price` is unless set
     sim: SimServerConfig = field(default_factory=SimServerConfig)
     local: LocalServerConfig = field(default_factory=LocalServerConfig)
 
@@ -101,11 +114,50 @@ GenerationSection.__module__ = __name__
 GenerationSection.__doc__ = "`sdg.client.GenerationConfig`'s fields, but `seed` (the run's `seed` is the base)."
 
 
+def _inherited(derived: list[tuple[str, Any, Any]]) -> list[tuple[str, Any, Any]]:
+    """The same fields, each optional and null by default: null means "as the run's own"."""
+    return [(name, kind if kind is Any else kind | None, field(default=None)) for name, kind, _ in derived]
+
+
+# The judge's client: each field null takes the run's `client.*` value; a `base_url` makes it a remote endpoint.
+JudgeClientConfig = make_dataclass(
+    "JudgeClientConfig",
+    _inherited([*_fields_of(ClientSettings, exclude=("api_key",)), ("api_key_required", bool, True)]),
+)
+JudgeClientConfig.__module__ = __name__
+JudgeClientConfig.__doc__ = "`judge.client`: `ClientSettings` fields (minus the key), each null = the run's `client.*`."
+
+# The judge's sampling: each field null takes the run's `generation.*` value (`n` is always 1).
+JudgeGenerationSection = make_dataclass(
+    "JudgeGenerationSection", _inherited(_fields_of(GenerationConfig, exclude=("seed",)))
+)
+JudgeGenerationSection.__module__ = __name__
+JudgeGenerationSection.__doc__ = "`judge.generation`: `GenerationConfig` fields, each null = the run's `generation.*`."
+
+
 @dataclass
 class EndpointConfig:
-    """The model served at the endpoint."""
+    """The model served at the endpoint, and what its tokens cost."""
 
     model: str = MISSING
+    price: PriceConfig = field(default_factory=PriceConfig)
+
+
+@dataclass
+class JudgeConfig:
+    """`judge=none` (default) or `judge=llm`: score each generated row 1..5 with a reason (see sdg.stages.judge).
+
+    `model` null: the run's `endpoint.model`; `client.*` / `generation.*` null: the run's; `price.*` null:
+    `endpoint.price`. `rubric` is a template over the row's columns (`{output}`: the generated text).
+    """
+
+    kind: str = "none"  # none | llm
+    model: str | None = None
+    rubric: str | None = None  # null: sdg.stages.judge.DEFAULT_RUBRIC
+    max_parse_retries: int = 2
+    client: JudgeClientConfig = field(default_factory=JudgeClientConfig)
+    generation: JudgeGenerationSection = field(default_factory=JudgeGenerationSection)
+    price: PriceConfig = field(default_factory=PriceConfig)
 
 
 @dataclass
@@ -137,6 +189,7 @@ class OutputConfig:
     push_to_hub: str | None = None
     max_failed_share: float = 0.1
     progress: bool = True
+    max_cost_usd: float | None = None  # stop once generation and judge spent this much (needs endpoint.price)
 
 
 @dataclass
@@ -153,6 +206,7 @@ class RunConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
     resume: Any = False  # false, true (latest run with the same fingerprint) or a run directory
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import datasets
 import pyarrow as pa
 import pyarrow.compute
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 from datasets.table import InMemoryTable
 from tqdm.auto import tqdm
@@ -19,8 +21,11 @@ from tqdm.auto import tqdm
 from sdg.client.stats import ClientStats
 from sdg.execution.base import ExecutionReport, Executor
 from sdg.execution.parts import finished_indexes, part_files, read_rows
+from sdg.execution.stop import SpendLimit, StopRule
+from sdg.metrics import Price
 from sdg.stages.base import GenerationStage
 from sdg.stages.filters import FilterStage
+from sdg.stages.judge import VERDICT_SCHEMA, LLMJudge, best_verdicts
 
 __all__ = ["Pipeline", "PipelineResult", "collect_dataset"]
 
@@ -45,6 +50,10 @@ class PipelineResult:
     num_workers: int = 0  # Ray workers (0: in this process); set by whoever chose the executor
     execution: str = ""  # where it ran and why, for the report
     batches_by_node: dict[str, int] = field(default_factory=dict)
+    text_column: str = "text"  # the generation stage's text column, which the data metrics read
+    judge_stats: ClientStats | None = None  # the judge's requests, apart from the run's (None: no judge)
+    judge_wall_s: float = 0.0
+    spent_before_usd: float = 0.0  # what earlier attempts of a resumed run spent (with a price and a budget)
 
 
 def _read_part(path: Path, schema: pa.Schema) -> pa.Table:
@@ -131,9 +140,9 @@ def _info(schema: pa.Schema) -> datasets.DatasetInfo:
 class _ProgressBar:
     """samples done, attempts per second, 429s and failures, on stderr."""
 
-    def __init__(self, total: int, initial: int, enabled: bool) -> None:
+    def __init__(self, total: int, initial: int, enabled: bool, desc: str | None = None) -> None:
         self.bar = tqdm(
-            total=total, initial=initial, unit="sample", disable=not enabled, dynamic_ncols=True, leave=False
+            total=total, initial=initial, unit="sample", disable=not enabled, dynamic_ncols=True, leave=False, desc=desc
         )
         self.initial = initial
         self.started = time.monotonic()
@@ -154,15 +163,20 @@ class _ProgressBar:
 
 
 class Pipeline:
-    """A generation stage, then filters over its dataset, in the order they were added."""
+    """A generation stage, then filters over its dataset in the order they were added, then an optional judge."""
 
     def __init__(self, name: str = "pipeline") -> None:
         self.name = name
         self.stages: list[GenerationStage] = []
         self.filters: list[FilterStage] = []
+        self.judge: LLMJudge | None = None
 
-    def add_stage(self, stage: GenerationStage | FilterStage) -> Pipeline:
-        if isinstance(stage, FilterStage):
+    def add_stage(self, stage: GenerationStage | FilterStage | LLMJudge) -> Pipeline:
+        if isinstance(stage, LLMJudge):
+            if not self.stages or self.judge is not None:
+                raise ValueError("add one judge, after the generation stage")
+            self.judge = stage
+        elif isinstance(stage, FilterStage):
             if not self.stages:
                 raise ValueError("add the generation stage before its filters")
             self.filters.append(stage)
@@ -171,7 +185,9 @@ class Pipeline:
                 raise ValueError("a pipeline has one generation stage; add filters after it")
             self.stages.append(stage)
         else:
-            raise TypeError(f"add_stage takes a generation stage or a FilterStage, got {type(stage).__name__}")
+            raise TypeError(
+                f"add_stage takes a generation stage, a FilterStage or an LLMJudge, got {type(stage).__name__}"
+            )
         return self
 
     def run(self, executor: Executor | None = None, **kwargs: Any) -> datasets.Dataset:
@@ -186,8 +202,16 @@ class Pipeline:
         output_dir: str | Path | None = None,
         resume: bool = False,
         progress: bool = True,
+        price: Price | None = None,
+        max_cost_usd: float | None = None,
+        on_notice: Callable[[str], None] | None = None,
     ) -> PipelineResult:
-        """Generate; with `resume`, tasks that already have rows in `output_dir/parts` are not asked again."""
+        """Generate; with `resume`, tasks that already have rows in `output_dir/parts` are not asked again.
+
+        `price` prices the tokens; `max_cost_usd` stops the run (`BudgetSpent`) once generation and judge have
+        spent that much, earlier attempts of a resumed run included. `on_notice` is told the estimated cost of a
+        large run once its first samples are done.
+        """
         if not self.stages:
             raise ValueError("the pipeline has no stage: call add_stage(...) first")
         stage = self.stages[0]
@@ -201,11 +225,28 @@ class Pipeline:
             raise FileExistsError(f"{parts_dir} already holds parts of a run: pass resume=True or another output_dir")
         done = finished_indexes(part_files(parts_dir)) if resume else set()
         indexes = [i for i in range(stage.num_tasks) if i not in done]
+        price = price or Price()
+        if max_cost_usd is not None and not price.known:
+            raise ValueError("max_cost_usd needs a price of the tokens (input_per_mtok / output_per_mtok)")
+        judge_price = (self.judge.price if self.judge is not None else None) or price
+        judge_dir = base / "judge" / self.judge.fingerprint() if self.judge is not None else None
+        spent_before = 0.0
+        if resume and max_cost_usd is not None:
+            spent_before = _spent(part_files(parts_dir), price) + _spent(_parts(judge_dir), judge_price)
+        spend = SpendLimit(
+            price.cost,
+            max_cost_usd=max_cost_usd,
+            spent_before_usd=spent_before,
+            num_tasks=len(indexes),
+            on_estimate=on_notice,
+        )
         bar = _ProgressBar(stage.num_tasks, stage.num_tasks - len(indexes), progress)
         started = time.perf_counter()
         try:
             report = (
-                executor.run(stage, indexes, seed, parts_dir, uuid.uuid4().hex[:8], bar)
+                executor.run(
+                    stage, indexes, seed, parts_dir, uuid.uuid4().hex[:8], bar, stop_rule=StopRule(spend=spend)
+                )
                 if indexes
                 else ExecutionReport(ClientStats())
             )
@@ -220,6 +261,25 @@ class Pipeline:
             dataset, counts = stage_filter.process(dataset)
             for reason, count in counts.items():
                 filter_counts[reason] = filter_counts.get(reason, 0) + count
+        judge_stats, judge_wall_s = None, 0.0
+        if self.judge is not None and judge_dir is not None:
+            generation_usd = price.cost(report.stats.prompt_tokens, report.stats.completion_tokens) or 0.0
+
+            def judge_spend(num_tasks: int) -> SpendLimit:
+                return SpendLimit(
+                    judge_price.cost,
+                    max_cost_usd=max_cost_usd,
+                    spent_before_usd=spent_before + generation_usd,
+                    num_tasks=num_tasks,
+                    what="rows to judge",
+                    on_estimate=on_notice,
+                )
+
+            judged = time.perf_counter()
+            dataset, judge_stats = self._judge(
+                self.judge, dataset, stage, executor, seed, judge_dir, judge_spend, progress
+            )
+            judge_wall_s = time.perf_counter() - judged
         return PipelineResult(
             dataset=dataset,
             stats=report.stats,
@@ -234,4 +294,64 @@ class Pipeline:
             startup_s=report.startup_s,
             num_worker_restarts=report.num_worker_restarts,
             batches_by_node=report.batches_by_node,
+            text_column=stage.text_column,
+            judge_stats=judge_stats,
+            judge_wall_s=judge_wall_s,
+            spent_before_usd=spent_before,
         )
+
+    @staticmethod
+    def _judge(
+        judge: LLMJudge,
+        dataset: datasets.Dataset,
+        stage: GenerationStage,
+        executor: Executor,
+        seed: int,
+        judge_dir: Path,
+        spend: Callable[[int], SpendLimit],
+        progress: bool,
+    ) -> tuple[datasets.Dataset, ClientStats]:
+        """Ask the judge for every row without a verdict yet (on the same executor), then merge all verdicts."""
+        parts_dir = judge_dir / "parts"
+        table = dataset.with_format("arrow")[0 : len(dataset)] if len(dataset) else dataset.data.table
+        earlier = _verdicts(parts_dir)
+        ok = pc.is_null(earlier.column("error"))
+        judged = set(
+            zip(
+                earlier.column("judged_index").filter(ok).to_pylist(),
+                earlier.column("judged_choice").filter(ok).to_pylist(),
+                strict=True,
+            )
+        )
+        judge_stage = judge.stage_for(table, stage.text_column, judged, judge_dir)
+        stats = ClientStats()
+        if judge_stage is not None:
+            bar = _ProgressBar(judge_stage.num_tasks, 0, progress, desc="judge")
+            rule = StopRule(spend=spend(judge_stage.num_tasks))
+            try:
+                tag = uuid.uuid4().hex[:8]
+                stats = executor.run(judge_stage, range(judge_stage.num_tasks), seed, parts_dir, tag, bar, rule).stats
+            finally:
+                bar.close()
+        return judge.merge(dataset, _verdicts(parts_dir)), stats
+
+
+def _parts(folder: Path | None) -> list[Path]:
+    return part_files(folder / "parts") if folder is not None else []
+
+
+def _spent(paths: list[Path], price: Price) -> float:
+    """What the rows of these part files cost: their token columns (usage summed per task), priced."""
+    usage = pa.schema([("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64())])
+    prompt = completion = 0
+    for path in paths:
+        table = _read_part(path, usage)
+        prompt += pc.sum(table.column("prompt_tokens")).as_py() or 0
+        completion += pc.sum(table.column("completion_tokens")).as_py() or 0
+    return price.cost(prompt, completion) or 0.0
+
+
+def _verdicts(parts_dir: Path) -> pa.Table:
+    """One verdict per judged row from the judge's part files (every attempt's)."""
+    tables = [_read_part(path, VERDICT_SCHEMA) for path in part_files(parts_dir)]
+    return best_verdicts(pa.concat_tables(tables) if tables else VERDICT_SCHEMA.empty_table())

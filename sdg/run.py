@@ -7,6 +7,7 @@ exit status 2; an interrupted run says how to resume it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -26,20 +27,24 @@ from sdg.client.settings import validate_base_url
 from sdg.config import ConfigError, RunConfig, register_configs
 from sdg.endpoints.process import EndpointStartError, sim_stats
 from sdg.execution.base import ExecutionFailed
-from sdg.execution.stop import EndpointUnusable
+from sdg.execution.stop import BudgetSpent, EndpointUnusable
+from sdg.metrics import Price, compute_metrics
 from sdg.pipeline import Pipeline, PipelineResult
 from sdg.runtime import (
+    NOT_STARTED_URL,
     SECRET_HEADER,
     build_client,
     build_stage,
     endpoint_server,
     fingerprint,
+    generation_config,
     preflight,
     resolve_api_key,
     validate,
 )
 from sdg.stages.base import GenerationStage
-from sdg.stages.filters import FilterStage
+from sdg.stages.filters import FILTERED_BY, FilterStage
+from sdg.stages.judge import DEFAULT_RUBRIC, LLMJudge
 
 __all__ = ["main", "run"]
 
@@ -47,6 +52,7 @@ log = logging.getLogger("sdg.run")
 EXIT_USER_ERROR = 2
 EXIT_TOO_MANY_FAILURES = 3
 EXIT_EXECUTION_FAILED = 4  # Ray could not start, or lost more than the run can survive
+EXIT_BUDGET_SPENT = 5  # output.max_cost_usd was spent; a resume with a higher budget goes on
 EXIT_INTERRUPTED = 130
 # ray.num_workers=auto: fewer samples than this run in this process (Ray's start-up would cost more than it saves).
 AUTO_MIN_SAMPLES_FOR_RAY = 200
@@ -65,10 +71,11 @@ class Interrupted(KeyboardInterrupt):
 class Stopped(RuntimeError):
     """The run stopped early (the endpoint refuses every sample, or Ray failed); finished rows are kept."""
 
-    def __init__(self, message: str, output_dir: Path, exit_code: int) -> None:
+    def __init__(self, message: str, output_dir: Path, exit_code: int, resume_with: list[str] | None = None) -> None:
         super().__init__(message)
         self.output_dir = output_dir
         self.exit_code = exit_code
+        self.resume_with = resume_with or []  # overrides the resume command needs (e.g. a higher budget)
 
 
 class TooManyFailures(RuntimeError):
@@ -216,13 +223,92 @@ def _connect(stage: GenerationStage, cfg: RunConfig, base_url: str) -> None:
         log.warning("sdg: %s", warning)
 
 
+def prices(cfg: RunConfig) -> tuple[Price, Price]:
+    """The run's price and the judge's (each null field of `judge.price` is the endpoint's); checked."""
+    own, judge = cfg.endpoint.price, cfg.judge.price
+    for where, price in (("endpoint.price", own), ("judge.price", judge)):
+        for name in ("input_per_mtok", "output_per_mtok"):
+            value = getattr(price, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{where}.{name}={value} must be >= 0 (USD per million tokens) or null")
+    run_price = Price(own.input_per_mtok, own.output_per_mtok)
+    judge_price = Price(
+        judge.input_per_mtok if judge.input_per_mtok is not None else own.input_per_mtok,
+        judge.output_per_mtok if judge.output_per_mtok is not None else own.output_per_mtok,
+    )
+    budget = cfg.output.max_cost_usd
+    if budget is not None and budget <= 0:
+        raise ConfigError(f"output.max_cost_usd={budget} must be > 0 (USD) or null")
+    if budget is not None and not run_price.known:
+        raise ConfigError(
+            "output.max_cost_usd needs the price of the tokens: set endpoint.price.input_per_mtok and "
+            "endpoint.price.output_per_mtok (USD per million tokens)"
+        )
+    return run_price, judge_price
+
+
+def judge_client_config(cfg: RunConfig) -> Any:
+    """The run's client settings with the judge's own (non-null) `judge.client.*` on top."""
+    own = {name: value for name, value in dataclasses.asdict(cfg.judge.client).items() if value is not None}
+    merged = dataclasses.replace(cfg.client, **own)
+    return dataclasses.replace(merged, kind="remote") if own.get("base_url") else merged
+
+
+def build_judge(cfg: RunConfig, stage: GenerationStage, filters: list[FilterStage]) -> LLMJudge | None:
+    """The judge `cfg.judge` describes (None for judge=none), checked against the generated rows' columns.
+
+    Its client points at a placeholder until the endpoint is up (`_connect_judge`).
+    """
+    judge = cfg.judge
+    if judge.kind == "none":
+        return None
+    if judge.kind != "llm":
+        raise ConfigError(f"judge.kind={judge.kind!r} must be none or llm (judge=none, judge=llm)")
+    client_cfg = judge_client_config(cfg)
+    resolve_api_key(client_cfg)
+    own = {name: value for name, value in dataclasses.asdict(judge.generation).items() if value is not None}
+    try:
+        config = generation_config(cfg).replace(**own, n=1)
+    except ValueError as exc:
+        raise ConfigError(str(exc).replace("GenerationConfig.", "judge.generation.")) from None
+    client = build_client(client_cfg, client_cfg.base_url or NOT_STARTED_URL)
+    try:
+        built = LLMJudge(
+            client,
+            judge.model or cfg.endpoint.model,
+            judge.rubric or DEFAULT_RUBRIC,
+            generation_config=config,
+            max_parse_retries=judge.max_parse_retries,
+            price=prices(cfg)[1],
+        )
+        keeps = any(f.action == "keep" for f in filters)
+        built.check_columns([*stage.schema().names, *([FILTERED_BY] if keeps else [])])
+    except ValueError as exc:
+        raise ConfigError(f"judge.{exc}") from None
+    return built
+
+
+def _connect_judge(judge: LLMJudge, cfg: RunConfig, run_base_url: str) -> None:
+    """The judge's client at its own endpoint (checked like the run's), or at the run's."""
+    client_cfg = judge_client_config(cfg)
+    if client_cfg.kind != "remote" or not cfg.judge.client.base_url:
+        judge.client = build_client(client_cfg, run_base_url)
+        return
+    judge.client = build_client(client_cfg, validate_base_url(client_cfg.base_url))
+    warning = preflight(judge.client, judge.model_name)
+    if warning:
+        log.warning("sdg: judge: %s", warning)
+
+
 def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | None, launch_dir: Path) -> PipelineResult:
     """One run: everything the CLI does after Hydra composed the config."""
     config, client = validate(cfg)
     resolve_api_key(cfg.client)  # a missing key fails here, before any folder or server
+    prices(cfg)
     # The stage is built (and its options checked) before any server starts; its client is replaced once the
     # endpoint's URL is known.
     stage, filters = build_stage(cfg, client, config, launch_dir)
+    judge = build_judge(cfg, stage, filters)
     print_ = fingerprint(cfg, stage)
     output_dir = _find_resume_dir(cfg.resume, print_, launch_dir) or run_dir
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -230,7 +316,15 @@ def run(cfg: RunConfig, run_dir: Path, *, overrides: list[str], sweep: str | Non
     tags = {"hydra.overrides": " ".join(overrides), "sdg.fingerprint": print_, "sdg.run_dir": str(run_dir)}
     tags.update({"sdg.sweep": sweep} if sweep else {})
     try:
-        return _execute(cfg, stage, filters, output_dir, run_dir=run_dir, launch_dir=launch_dir, tags=tags)
+        return _execute(cfg, stage, filters, judge, output_dir, run_dir=run_dir, launch_dir=launch_dir, tags=tags)
+    except BudgetSpent as exc:
+        budget = cfg.output.max_cost_usd or 0.0
+        raise Stopped(
+            f"{exc}; raise output.max_cost_usd to go on",
+            output_dir,
+            EXIT_BUDGET_SPENT,
+            [f"output.max_cost_usd={budget * 2:g}"],
+        ) from None
     except EndpointUnusable as exc:
         raise Stopped(str(exc), output_dir, EXIT_USER_ERROR) from None
     except ExecutionFailed as exc:
@@ -241,6 +335,7 @@ def _execute(
     cfg: RunConfig,
     stage: GenerationStage,
     filters: list[FilterStage],
+    judge: LLMJudge | None,
     output_dir: Path,
     *,
     run_dir: Path,
@@ -253,6 +348,8 @@ def _execute(
 
     num_workers, why = choose_workers(cfg, stage.num_tasks)
     secrets = resolve_api_key(cfg.client)
+    if judge is not None:
+        secrets.update(resolve_api_key(judge_client_config(cfg)))
     status = "FAILED"
     server = endpoint_server(cfg.client, output_dir)
     with contextlib.ExitStack() as cleanup, ThreadPoolExecutor(1) as background:
@@ -267,6 +364,8 @@ def _execute(
         if server is not None:
             _connect(stage, cfg, server.wait_ready())
         base_url = stage.client.base_url
+        if judge is not None:
+            _connect_judge(judge, cfg, base_url)
         tracker = pending_tracker.result()
         try:
             if tracker:
@@ -274,6 +373,9 @@ def _execute(
             pipeline = Pipeline(cfg.name).add_stage(stage)
             for stage_filter in filters:
                 pipeline.add_stage(stage_filter)
+            if judge is not None:
+                pipeline.add_stage(judge)
+            price, judge_price = prices(cfg)
             executor = (
                 RayExecutor(num_workers, cfg.ray.address, environment=secrets) if num_workers > 0 else LocalExecutor()
             )
@@ -283,11 +385,15 @@ def _execute(
                 output_dir=output_dir,
                 resume=output_dir != run_dir,
                 progress=cfg.output.progress,
+                price=price,
+                max_cost_usd=cfg.output.max_cost_usd,
+                on_notice=_notice,
             )
             result.num_workers = num_workers
             result.execution = f"on Ray, {num_workers} workers" if num_workers else "in this process, without Ray"
             result.execution += f" ({why})"
             result.metrics = run_metrics(result)
+            result.metrics.update(data_metrics(result, price, judge_price, has_filters=bool(filters)))
             if cfg.client.kind == "sim":  # what the endpoint itself counted, to check the client's counts against
                 result.metrics.update({f"sim_{k}": v for k, v in sim_stats(base_url).items()})
             dataset_dir = _save_and_track(result, cfg, output_dir, tracker)
@@ -295,6 +401,9 @@ def _execute(
         except KeyboardInterrupt:
             status = "KILLED"
             raise Interrupted(output_dir) from None
+        except BudgetSpent:
+            status = "KILLED"
+            raise
         finally:
             if tracker:
                 tracker.end(status)
@@ -309,12 +418,58 @@ def _execute(
     return result
 
 
+def data_metrics(result: PipelineResult, price: Price, judge_price: Price, *, has_filters: bool) -> dict[str, float]:
+    """The run's data metrics (`sdg.metrics`), their cost in time (`metrics_s`) and the judge's wall time."""
+    started = time.perf_counter()
+    values = compute_metrics(
+        result.dataset,
+        text_column=result.text_column,
+        filter_counts=result.filter_counts if has_filters else None,
+        stats=result.stats,
+        price=price,
+        judge_stats=result.judge_stats,
+        judge_price=judge_price,
+    )
+    values["metrics_s"] = time.perf_counter() - started
+    if result.judge_stats is not None:
+        values["judge_wall_s"] = result.judge_wall_s
+    return values
+
+
+def _notice(message: str) -> None:
+    """A line for the user in the middle of a run (above the progress bar)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stdout)
+
+
+def _data_line(m: dict[str, float]) -> str:
+    """What the data is like and what it cost, in one line of the report."""
+    parts = []
+    if "text_words_mean" in m:
+        parts.append(f"{m['text_words_mean']:.0f} words/text")
+    if "distinct_2" in m:
+        parts.append(f"distinct-2 {m['distinct_2']:.2f}")
+    for name, label in (("duplicate_share", "duplicates"), ("truncated_share", "cut at max_tokens")):
+        if name in m:
+            parts.append(f"{m[name]:.0%} {label}")
+    if "language_match_share" in m:
+        parts.append(f"{m['language_match_share']:.0%} in the language asked")
+    if "judge_score_mean" in m:
+        parts.append(f"judge {m['judge_score_mean']:.2f}/5 ({m.get('judge_failed', 0):.0f} failed)")
+    if "cost_usd" in m:
+        judge = f" + judge ${m['judge_cost_usd']:.4f}" if "judge_cost_usd" in m else ""
+        parts.append(f"cost ${m['cost_usd']:.4f}{judge}")
+    return "sdg: data: " + ", ".join(parts) if parts else ""
+
+
 def _report(result: PipelineResult, dataset_dir: Path, tracker: Any) -> None:
     m = result.metrics
     lines = [
         f"sdg: {m['num_rows']} rows ({result.num_failed_samples} failed) in {m['wall_s']:.1f}s, "
         f"{m['samples_per_s']:.1f} samples/s, {m['num_429']} x 429, {m['num_retries']} retries "
         f"(+{m['startup_s']:.1f}s starting workers)",
+        *([line] if (line := _data_line(m)) else []),
         f"sdg: ran {result.execution}",
         f"sdg: dataset: {dataset_dir}  (datasets.load_from_disk('{dataset_dir}'))",
     ]
@@ -355,7 +510,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except Stopped as exc:
         sys.stderr.write(
             f"sdg: error: {exc}; finished samples are kept in {exc.output_dir / 'parts'}. "
-            f"Resume with: python -m sdg.run {_resume_args(overrides, exc.output_dir)}\n"
+            f"Resume with: python -m sdg.run {_resume_args(overrides, exc.output_dir, exc.resume_with)}\n"
         )
         sys.exit(exc.exit_code)
     except TooManyFailures as exc:
@@ -371,8 +526,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return result.metrics.get("samples_per_s")
 
 
-def _resume_args(overrides: list[str], output_dir: Path) -> str:
-    return " ".join([*(o for o in overrides if not o.startswith("resume=")), f"resume={output_dir}"])
+def _resume_args(overrides: list[str], output_dir: Path, extra: list[str] | None = None) -> str:
+    """The overrides again (those `extra` sets replaced), then `extra`, then the run folder to resume."""
+    replaced = ("resume=", *(e.split("=", 1)[0] + "=" for e in extra or []))
+    return " ".join([*(o for o in overrides if not o.startswith(replaced)), *(extra or []), f"resume={output_dir}"])
 
 
 def one_line(error: BaseException) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdg.client.stats import ClientStats
+from sdg.execution.stop import StopRule
 from sdg.stages.base import GenerationStage
 
 __all__ = ["ExecutionFailed", "ExecutionReport", "Executor", "ProgressCallback", "auto_batch_size"]
@@ -56,5 +57,9 @@ class Executor(abc.ABC):
         parts_dir: Path,
         attempt_tag: str,
         on_progress: ProgressCallback | None = None,
+        stop_rule: StopRule | None = None,
     ) -> ExecutionReport:
-        """Run the tasks of `indexes` under one run-wide limiter; report stats and the limiter's history."""
+        """Run the tasks of `indexes` under one run-wide limiter; report stats and the limiter's history.
+
+        `stop_rule` (default: a fresh `StopRule`) decides when the run stops early, e.g. on a spent budget.
+        """

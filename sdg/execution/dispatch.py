@@ -17,7 +17,7 @@ from sdg.client.stats import ClientStats
 from sdg.execution.base import ExecutionFailed
 from sdg.execution.parts import RotatingPartWriter
 from sdg.execution.shard import BatchResult, add_stats
-from sdg.execution.stop import EndpointUnusable, StopRule
+from sdg.execution.stop import BudgetSpent, EndpointUnusable, StopRule
 
 __all__ = ["Batch", "Dispatcher"]
 
@@ -41,6 +41,7 @@ class Dispatcher:
         parts_dir: Path,
         attempt_tag: str,
         rows_per_part: int = 10_000,
+        stop_rule: StopRule | None = None,
     ) -> None:
         self._indexes = indexes
         self._batch_size = max(1, batch_size)
@@ -49,7 +50,7 @@ class Dispatcher:
         self._again: deque[Batch] = deque()
         self._out: dict[int, Batch] = {}
         self.writer = RotatingPartWriter(parts_dir, attempt_tag, rows_per_part)
-        self.stop_rule = StopRule()
+        self.stop_rule = stop_rule or StopRule()
         self.stats = ClientStats()
         self.tasks_done = 0
         self.tasks_failed = 0
@@ -102,6 +103,9 @@ class Dispatcher:
             why = self.stop_rule.observe(kind, result.errors.get(kind) if kind else None)
             if why is not None:
                 raise EndpointUnusable(why)
+        why = self.stop_rule.observe_spend(self.stats, self.tasks_done)
+        if why is not None:
+            raise BudgetSpent(why)
 
     def add_stats(self, stats: ClientStats) -> None:
         add_stats(self.stats, stats)

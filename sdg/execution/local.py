@@ -12,6 +12,7 @@ from sdg.execution.base import ExecutionReport, Executor, ProgressCallback, auto
 from sdg.execution.dispatch import Dispatcher
 from sdg.execution.limiter import LimiterHandle, RunLimiter, limiter_settings_for
 from sdg.execution.shard import BatchRunner
+from sdg.execution.stop import StopRule
 from sdg.stages.base import GenerationStage
 
 __all__ = ["LocalExecutor"]
@@ -35,6 +36,7 @@ class LocalExecutor(Executor):
         parts_dir: Path,
         attempt_tag: str,
         on_progress: ProgressCallback | None = None,
+        stop_rule: StopRule | None = None,
     ) -> ExecutionReport:
         # A copy, as a Ray worker would get: fresh client stats and connections for this run.
         stage = pickle.loads(pickle.dumps(stage))
@@ -42,7 +44,7 @@ class LocalExecutor(Executor):
         limiter = RunLimiter(settings) if settings else None
         handle = LimiterHandle(limiter, settings.period_s) if limiter and settings else None
         size = self.batch_size or auto_batch_size(stage, 1, self.batches_in_flight)
-        dispatcher = Dispatcher(indexes, size, parts_dir, attempt_tag)
+        dispatcher = Dispatcher(indexes, size, parts_dir, attempt_tag, stop_rule=stop_rule)
         runner = BatchRunner(stage, handle)
         outcome: dict[str, BaseException] = {}
 

@@ -28,6 +28,7 @@ from sdg.execution.base import ExecutionFailed, ExecutionReport, Executor, Progr
 from sdg.execution.dispatch import Batch, Dispatcher
 from sdg.execution.limiter import Lease, LimiterHandle, RunLimiter, limiter_settings_for
 from sdg.execution.shard import BatchResult, BatchRunner
+from sdg.execution.stop import StopRule
 from sdg.stages.base import GenerationStage
 
 __all__ = ["RayExecutor", "ensure_ray"]
@@ -196,6 +197,7 @@ class RayExecutor(Executor):
         parts_dir: Path,
         attempt_tag: str,
         on_progress: ProgressCallback | None = None,
+        stop_rule: StopRule | None = None,
     ) -> ExecutionReport:
         import ray
 
@@ -210,7 +212,7 @@ class RayExecutor(Executor):
             num_cpus=0, max_restarts=self.max_restarts, max_task_retries=0, scheduling_strategy="SPREAD"
         )(_BatchWorker)
         size = self.batch_size or auto_batch_size(stage, self.num_workers, self.batches_in_flight)
-        dispatcher = Dispatcher(indexes, size, parts_dir, attempt_tag)
+        dispatcher = Dispatcher(indexes, size, parts_dir, attempt_tag, stop_rule=stop_rule)
         slots = [
             _Slot(str(i), worker_cls.remote(stage, self.environment, handle, str(i))) for i in range(self.num_workers)
         ]
