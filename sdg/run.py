@@ -421,15 +421,21 @@ def _execute(
 def data_metrics(result: PipelineResult, price: Price, judge_price: Price, *, has_filters: bool) -> dict[str, float]:
     """The run's data metrics (`sdg.metrics`), their cost in time (`metrics_s`) and the judge's wall time."""
     started = time.perf_counter()
-    values = compute_metrics(
-        result.dataset,
-        text_column=result.text_column,
-        filter_counts=result.filter_counts if has_filters else None,
-        stats=result.stats,
-        price=price,
-        judge_stats=result.judge_stats,
-        judge_price=judge_price,
-    )
+    try:
+        values = compute_metrics(
+            result.dataset,
+            text_column=result.text_column,
+            filter_counts=result.filter_counts if has_filters else None,
+            stats=result.stats,
+            price=price,
+            judge_stats=result.judge_stats,
+            judge_price=judge_price,
+        )
+    except Exception as exc:  # the generated (and paid for) dataset is saved all the same
+        log.warning(
+            "sdg: the data metrics could not be computed (%s: %s); the dataset is saved", type(exc).__name__, exc
+        )
+        values = {}
     values["metrics_s"] = time.perf_counter() - started
     if result.judge_stats is not None:
         values["judge_wall_s"] = result.judge_wall_s
