@@ -326,8 +326,7 @@ class AsyncOpenAIClient(AsyncLLMClient):
             ) from exc
         except TimeoutError as exc:
             raise APITimeoutError(
-                f"{url} sent nothing for {self.settings.timeout}s "
-                "(raise the client timeout for slow endpoints)",
+                f"{url} sent nothing for {self.settings.timeout}s (raise the client timeout for slow endpoints)",
                 url=url,
             ) from exc
         except aiohttp.ClientError as exc:
