@@ -91,6 +91,9 @@ class _RunClientFields:
     base_url: str | None = None  # the run sets it for sim / local
     api_key_required: bool = True
     default_model: str | None = None  # what `endpoint.model` is unless set
+    # How the endpoint takes a JSON schema (stages with an output_schema read it): json_schema (OpenAI, vLLM,
+    # NIM, llama.cpp's server) or json_object (llama-cpp-python's server, the embedded local model).
+    response_format: str = "json_schema"
     default_price: PriceConfig = field(default_factory=PriceConfig)  # what `endpoint.price` is unless set
     sim: SimServerConfig = field(default_factory=SimServerConfig)
     local: LocalServerConfig = field(default_factory=LocalServerConfig)

@@ -171,3 +171,25 @@ def test_real_server_rejecting_openais_json_schema_form_says_why(llama_server: s
         _sdg(llama_server, config, max_retries=0)
     # The server's own reason reaches the user (cut to a few hundred characters), not just the status.
     assert "json_object" in str(info.value) and len(str(info.value)) < 600
+
+
+@needs_local_model
+def test_structured_output_stage_on_the_local_model(tmp_path: Path) -> None:
+    """stage=extract_qa on client=local sends the schema in the form llama-cpp-python reads (json_object)."""
+    done = sdg(
+        "client=local",
+        "stage=extract_qa",
+        "stage.input.limit=2",
+        "stage.samples_per_row=1",
+        "generation.max_tokens=96",
+        "ray.num_workers=0",
+        "mlflow.enabled=false",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    (folder,) = _dataset_dirs(tmp_path)
+    dataset = datasets.load_from_disk(str(folder))
+    kinds = [kind for kind in dataset["error_kind"] if kind]
+    assert "server_error" not in kinds and "bad_request" not in kinds, kinds  # the form was accepted
+    assert any(question for question in dataset["question"])  # the schema's fields became columns

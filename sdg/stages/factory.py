@@ -31,6 +31,7 @@ STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
         "output_column",
         "output_schema",
         "max_parse_retries",
+        "response_format",
         "filters",
     ),
 }
@@ -129,7 +130,14 @@ def _build_template(
     path = Path(str(source["path"])).expanduser()
     optional = {
         key: cfg[key]
-        for key in ("system_template", "samples_per_row", "output_column", "output_schema", "max_parse_retries")
+        for key in (
+            "system_template",
+            "samples_per_row",
+            "output_column",
+            "output_schema",
+            "max_parse_retries",
+            "response_format",
+        )
         if cfg.get(key) is not None
     }
     return PromptTemplateStage(

@@ -17,7 +17,12 @@ import pyarrow as pa
 from jsonschema import exceptions as jsonschema_errors
 from jsonschema import validators as jsonschema_validators
 
-__all__ = ["TYPE_NAMES", "StructuredOutput", "to_json_schema", "validate_json"]
+__all__ = ["RESPONSE_FORMS", "TYPE_NAMES", "StructuredOutput", "to_json_schema", "validate_json"]
+
+# How an endpoint takes a JSON schema. json_schema: OpenAI's `{"type": "json_schema", "json_schema": {...}}`, read
+# by OpenAI, vLLM, NIM and llama.cpp's own server; json_object: `{"type": "json_object", "schema": {...}}`, the
+# only form llama-cpp-python's server (the embedded local model) reads: it answers 500 to the other.
+RESPONSE_FORMS = ("json_schema", "json_object")
 
 # Short type names accepted in the field -> type mapping form, and the JSON schema each one stands for.
 TYPE_NAMES: dict[str, dict[str, Any]] = {
@@ -191,7 +196,10 @@ class StructuredOutput:
         """One typed column per top-level field, null where an answer could not be parsed."""
         return [pa.field(name, arrow) for name, (_, arrow) in self._kinds.items()]
 
-    def response_format(self) -> dict[str, Any]:
+    def response_format(self, form: str = "json_schema") -> dict[str, Any]:
+        """The request's `response_format` in the form the endpoint reads (`RESPONSE_FORMS`)."""
+        if form == "json_object":
+            return {"type": "json_object", "schema": self.schema}
         return {"type": "json_schema", "json_schema": {"name": "output", "schema": self.schema, "strict": True}}
 
     def empty(self) -> dict[str, Any]:

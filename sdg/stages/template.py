@@ -22,7 +22,7 @@ from sdg.client.errors import LLMClientError
 from sdg.client.generation import GenerationConfig
 from sdg.seeding import derive_seed
 from sdg.stages.base import RECORD_SCHEMA, GenerationStage, Task, choice_columns
-from sdg.stages.structured import StructuredOutput
+from sdg.stages.structured import RESPONSE_FORMS, StructuredOutput
 
 __all__ = ["INPUT_KINDS", "PromptTemplateStage", "load_input_table", "template_fields"]
 
@@ -157,7 +157,11 @@ class PromptTemplateStage(GenerationStage):
         input_limit: int | None = None,
         output_schema: Mapping[str, Any] | None = None,
         max_parse_retries: int = 2,
+        response_format: str = "json_schema",
     ) -> None:
+        if response_format not in RESPONSE_FORMS:
+            raise ValueError(f"response_format={response_format!r} must be one of {list(RESPONSE_FORMS)}")
+        self.response_format = response_format
         _check_count("samples_per_row", samples_per_row, 1)
         _check_count("max_parse_retries", max_parse_retries, 0)
         if input_limit is not None:
@@ -257,7 +261,8 @@ class PromptTemplateStage(GenerationStage):
                 f"output_schema needs generation n=1 (got n={config.n}): each answer is parsed and re-asked on its "
                 "own; use samples_per_row for more answers per row"
             )
-        return config.replace(extra_body={**extra, "response_format": self.structured.response_format()})
+        answer_format = self.structured.response_format(self.response_format)
+        return config.replace(extra_body={**extra, "response_format": answer_format})
 
     def columns_schema(self) -> pa.Schema:
         fields = [*self.input_schema, pa.field(ROW_INDEX, pa.int64()), pa.field(self.output_column, pa.string())]
