@@ -117,3 +117,35 @@ def test_resume_requests_only_missing_indexes(sim, tmp_path) -> None:
     )
     assert sim.stats()["requests"] - before == 5 == result.num_requested
     assert list(result.dataset["index"]) == list(range(15))
+
+
+def test_collect_keeps_one_set_of_rows_per_index_in_order_across_parts_and_chunks(sim, tmp_path, monkeypatch) -> None:
+    """Parts as a resumed, restarted run leaves them: out of order, a failure later retried, n=2 choices."""
+    import sdg.pipeline as pipeline_module
+    from sdg.execution.parts import PartWriter
+    from sdg.pipeline import collect_dataset
+
+    monkeypatch.setattr(pipeline_module, "ROWS_PER_PART", 3)  # chunks of 3 rows: every boundary is crossed
+
+    def row(index: int, choice: int = 0, error: str | None = None) -> dict:
+        return {"index": index, "choice": choice, "text": None if error else f"{index}.{choice}", "error": error}
+
+    parts = tmp_path / "parts"
+    with PartWriter(parts / "part-a-0000.jsonl") as first:
+        first.write([row(4, 1), row(4, 0), row(0), row(2, error="server_error: 500"), row(9)])  # 9: beyond N
+    with PartWriter(parts / "part-a-0001.jsonl") as second:
+        second.write([row(1, error="timeout: slow"), row(3), row(5, error="bad_request: no")])
+    with PartWriter(parts / "part-b-0000.jsonl") as resumed:
+        resumed.write([row(2), row(1, error="timeout: again"), row(5, error="bad_request: still")])
+    dataset = collect_dataset(parts, _stage(sim).schema(), num_tasks=6)
+    assert list(zip(dataset["index"], dataset["choice"], strict=True)) == [
+        (0, 0),
+        (1, 0),
+        (2, 0),
+        (3, 0),
+        (4, 0),
+        (4, 1),
+        (5, 0),
+    ]
+    assert list(dataset["text"]) == ["0.0", None, "2.0", "3.0", "4.0", "4.1", None]
+    assert list(dataset["error"]) == [None, "timeout: again", None, None, None, None, "bad_request: still"]
