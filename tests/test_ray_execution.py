@@ -219,3 +219,20 @@ def test_stop_rule_judges_the_whole_run_on_typed_kinds() -> None:
     late.observe(None)
     assert [late.observe("bad_request") for _ in range(5)] == [None] * 5  # one success: not systematic
     assert StopRule(systematic_after=2).observe("parse_error") is None  # not the endpoint's refusal
+
+
+def test_auto_workers_choose_this_process_where_ray_cannot_help() -> None:
+    from sdg.config import RunConfig
+    from sdg.run import choose_workers
+
+    cfg = RunConfig()
+    cfg.client.kind, cfg.client.max_concurrent_requests = "sim", 32
+    workers, why = choose_workers(cfg, 40)
+    assert workers == 0 and "40 samples < 200" in why
+    workers, why = choose_workers(cfg, 5000)
+    assert workers >= 2 and "auto" in why
+    cfg.client.kind, cfg.client.max_concurrent_requests = "local", 1
+    workers, why = choose_workers(cfg, 5000)
+    assert workers == 0 and "one request at a time" in why
+    cfg.ray.num_workers = 3
+    assert choose_workers(cfg, 10) == (3, "ray.num_workers=3")
