@@ -93,17 +93,18 @@ def cluster():
     two.shutdown()
 
 
-def test_two_nodes_return_rows_and_only_the_driver_writes_parts(cluster, sim, tmp_path) -> None:
+def test_two_nodes_return_rows_and_only_the_driver_writes_parts(cluster, sim_factory, tmp_path) -> None:
+    sim = sim_factory(latency_ms=50)  # a few seconds of work: every worker is up long before the end
     result = (
         Pipeline("t")
-        .add_stage(_stage(sim, 300))
+        .add_stage(_stage(sim, 600))
         .run_detailed(RayExecutor(4), seed=2, output_dir=tmp_path, progress=False)
     )
-    assert list(result.dataset["index"]) == list(range(300)) and not any(result.dataset["error"])
+    assert list(result.dataset["index"]) == list(range(600)) and not any(result.dataset["error"])
     assert len(result.batches_by_node) == 2  # both nodes did work ...
     parts = part_files(tmp_path / "parts")
     assert [p.name.rsplit("-", 1)[1] for p in parts] == ["0000.jsonl"]  # ... and one writer, the driver, wrote it
-    assert sorted(row["index"] for row in read_rows(parts)) == list(range(300))
+    assert sorted(row["index"] for row in read_rows(parts)) == list(range(600))
 
 
 def test_limiter_actor_sigkilled_the_run_finishes_within_its_limit(cluster, sim_factory, tmp_path) -> None:
