@@ -205,6 +205,16 @@ def test_systematic_400_stops_the_run_once_for_the_run(sim, tmp_path) -> None:
     assert _rows_in(tmp_path / "parts") >= 20  # rows written before the stop are kept
 
 
+def test_a_reasoning_model_that_spends_max_tokens_thinking_stops_the_run(sim_factory, tmp_path) -> None:
+    """Every answer is null content with the thinking cut at max_tokens: 20 empty answers stop the run."""
+    sim = sim_factory(reasoning=True, reasoning_words=48)
+    stage = _stage(sim, 300)  # max_tokens=16: all spent on reasoning
+    with pytest.raises(EndpointUnusable, match=r"first 20 samples all failed the same way.*generation\.max_tokens"):
+        Pipeline("t").add_stage(stage).run_detailed(LocalExecutor(), output_dir=tmp_path, progress=False)
+    assert 20 <= sim.stats()["requests"] < 100  # not 300 paid-for empty answers
+    assert _rows_in(tmp_path / "parts") >= 20
+
+
 def test_stop_rule_judges_the_whole_run_on_typed_kinds() -> None:
     rule = StopRule()
     assert rule.observe(None) is None

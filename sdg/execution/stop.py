@@ -25,14 +25,18 @@ __all__ = [
 FATAL_KINDS = frozenset({"auth", "permission", "not_found", "quota"})
 # Unreachable before anything succeeded in the run: the endpoint is down or the URL is wrong, not a passing fault.
 UNREACHABLE_KINDS = frozenset({"connection", "timeout"})
-# Non-retryable error statuses (400/422, other 4xx): systematic when the run's first samples all get the same one.
-SYSTEMATIC_KINDS = frozenset({"bad_request", "status"})
+# Failures that repeat for every sample when they come from the setup, not the sample: non-retryable statuses
+# (400/422, other 4xx), answers with no content (a reasoning model spending max_tokens on thinking), and 200s
+# that are not JSON (a login wall). Systematic when the run's first samples all get the same one.
+SYSTEMATIC_KINDS = frozenset({"bad_request", "status", "empty_answer", "not_json"})
 SYSTEMATIC_AFTER = 20  # that many first samples, all failed the same way and none succeeded
 
 _HINTS = {
     "bad_request": "the endpoint rejects the request itself: check generation.* and stage options against what "
     "the model accepts",
     "status": "the endpoint refuses every request with the same status",
+    "empty_answer": "the model answers nothing: raise generation.max_tokens if it spends them on reasoning",
+    "not_json": "the base URL answers with something that is not the API (a login page or a proxy?)",
 }
 
 
