@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,8 +33,9 @@ def fixture_names() -> list[str]:
 class ReplayServer:
     """Serves `answer` for any path; `requests` holds (method, path, headers, body) of what it received."""
 
-    def __init__(self, answer: dict[str, Any]) -> None:
+    def __init__(self, answer: dict[str, Any], ssl_context: ssl.SSLContext | None = None) -> None:
         self.answer = answer
+        self.ssl_context = ssl_context  # serve HTTPS with this (server) context
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         self.query_strings: list[str] = []
         self.port = 0
@@ -43,7 +45,8 @@ class ReplayServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/v1"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path, dict(request.headers), await request.read()))
@@ -66,7 +69,7 @@ class ReplayServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -91,9 +94,9 @@ class ReplayServer:
 
 
 @contextmanager
-def replaying(answer: dict[str, Any] | str) -> Iterator[ReplayServer]:
+def replaying(answer: dict[str, Any] | str, ssl_context: ssl.SSLContext | None = None) -> Iterator[ReplayServer]:
     """A running replay server for `answer` (a fixture name or an answer dict), stopped afterwards."""
-    server = ReplayServer(load_fixture(answer) if isinstance(answer, str) else answer).start()
+    server = ReplayServer(load_fixture(answer) if isinstance(answer, str) else answer, ssl_context).start()
     try:
         yield server
     finally:

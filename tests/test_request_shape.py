@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -182,3 +183,38 @@ def test_a_credential_in_the_config_headers_is_refused() -> None:
 
     with pytest.raises(ConfigError, match=r"client\.default_headers\.api-key looks like a credential"):
         validate(_composed("client.default_headers={api-key: sk-planted-123}", "client.api_key_required=false"))
+
+
+async def test_tls_checks_a_ca_bundle_and_verify_false(tmp_path) -> None:
+    """An HTTPS endpoint with a private CA (a corporate proxy's): refused by default, trusted via ca_bundle."""
+    import trustme
+
+    from sdg.client import APIConnectionError
+
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    bundle = tmp_path / "corporate-ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    with replaying("openai_chat_completion", ssl_context=server_context) as server:
+        options = {"base_url": server.base_url, "api_key": "k", "max_retries": 0}
+        with pytest.raises(APIConnectionError, match="certificate"):
+            await AsyncOpenAIClient(**options).complete(MESSAGES, "m")
+        for extra in ({"ca_bundle": str(bundle)}, {"verify": False}):
+            client = AsyncOpenAIClient(**options, **extra)
+            assert (await client.complete(MESSAGES, "m")).texts
+            await client.aclose()
+
+
+def test_a_missing_ca_bundle_is_named() -> None:
+    with pytest.raises(ValueError, match=r"ca_bundle='/no/such\.pem' is not a file"):
+        AsyncOpenAIClient(base_url="https://h/v1", ca_bundle="/no/such.pem")
+
+
+async def test_a_streamed_answer_lasts_as_long_as_it_keeps_sending(sim_factory) -> None:
+    """timeout bounds silence, not the whole answer: 2 s of streaming with a 1 s timeout completes."""
+    sim = sim_factory(tokens_per_s=20)
+    client = AsyncOpenAIClient(base_url=sim.base_url, api_key="k", timeout=1.0, max_retries=0)
+    completion = await client.complete(MESSAGES, "m", GenerationConfig(max_tokens=40, stream=True))
+    await client.aclose()
+    assert completion.completion_tokens == 40 and completion.latency_s > 1.0
