@@ -27,7 +27,6 @@ HEADLINE_METRICS = (
     "distinct_2",
     "cost_usd",
 )
-KEY_METRICS = HEADLINE_METRICS  # the former name
 _ROLE_TAG = "sdg.role"  # "sweep" on a sweep's parent run, which has no params of its own
 
 

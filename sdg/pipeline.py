@@ -12,7 +12,6 @@ from typing import Any
 
 import datasets
 import pyarrow as pa
-import pyarrow.compute
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 from datasets.table import InMemoryTable

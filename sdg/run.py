@@ -35,6 +35,7 @@ from sdg.runtime import (
     SECRET_HEADER,
     build_client,
     build_stage,
+    check_client,
     endpoint_server,
     fingerprint,
     generation_config,
@@ -86,7 +87,7 @@ def refuse_key_on_command_line(argv: list[str]) -> None:
     """A key typed as an override would be written to .hydra/ and MLflow: refuse before Hydra sees it."""
     for arg in argv:
         key, _, value = arg.lstrip("+~").partition("=")
-        credential_header = key.startswith("client.default_headers") and SECRET_HEADER.search(key + value)
+        credential_header = "default_headers" in key and SECRET_HEADER.search(key + value)
         if key.endswith("api_key") or key.endswith(".key") or credential_header:
             sys.stderr.write(
                 f"sdg: error: do not pass the API key on the command line ({key}=...): it would be saved in the run "
@@ -265,6 +266,7 @@ def build_judge(cfg: RunConfig, stage: GenerationStage, filters: list[FilterStag
     if judge.kind != "llm":
         raise ConfigError(f"judge.kind={judge.kind!r} must be none or llm (judge=none, judge=llm)")
     client_cfg = judge_client_config(cfg)
+    check_client(client_cfg, "judge.client")
     resolve_api_key(client_cfg)
     own = {name: value for name, value in dataclasses.asdict(judge.generation).items() if value is not None}
     try:
@@ -280,6 +282,7 @@ def build_judge(cfg: RunConfig, stage: GenerationStage, filters: list[FilterStag
             generation_config=config,
             max_parse_retries=judge.max_parse_retries,
             price=prices(cfg)[1],
+            response_format=client_cfg.response_format,
         )
         keeps = any(f.action == "keep" for f in filters)
         built.check_columns([*stage.schema().names, *([FILTERED_BY] if keeps else [])])

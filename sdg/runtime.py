@@ -59,14 +59,14 @@ def generation_config(cfg: RunConfig) -> GenerationConfig:
 SECRET_HEADER = re.compile(r"authorization|api[-_]?key|token|secret|password|cookie", re.IGNORECASE)
 
 
-def _check_client(client: ClientConfig) -> None:
+def check_client(client: ClientConfig, where: str = "client") -> None:
     """What the client cannot check itself; its own ranges are checked when it is built (`build_client`)."""
     if client.kind not in ("remote", "sim", "local"):
         raise ConfigError(f"client.kind={client.kind!r} must be remote, sim or local")
     secret_like = [name for name in client.default_headers or {} if SECRET_HEADER.search(str(name))]
     if secret_like:
         raise ConfigError(
-            f"client.default_headers.{secret_like[0]} looks like a credential and would be saved in the run folder "
+            f"{where}.default_headers.{secret_like[0]} looks like a credential and would be saved in the run folder "
             "and MLflow: keep keys in the environment and name the variable with client.api_key_env=NAME "
             "(sent as Authorization: Bearer)"
         )
@@ -80,7 +80,7 @@ def validate(cfg: RunConfig) -> tuple[GenerationConfig, AsyncOpenAIClient]:
     Returns the generation config and a client built from `cfg.client` (which checks its own settings),
     pointed at the configured URL or, for an endpoint the run starts itself, a placeholder until it is up.
     """
-    _check_client(cfg.client)
+    check_client(cfg.client)
     client = build_client(cfg.client, cfg.client.base_url or NOT_STARTED_URL)
     if not cfg.endpoint.model:
         raise ConfigError("endpoint.model is empty: name the model to query, e.g. endpoint.model=<model id>")

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 # Defence in depth: the config holds no key by design, but a key-like name is never logged even if added.
-_SECRET_NAME = re.compile(r"(^|[._])(api_key|apikey|token|secret|password)$", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"(^|[._-])(api[-_]?key|token|secret|password|authorization|cookie)$", re.IGNORECASE)
 
 SWEEP_TAG = "sdg.sweep"  # the Hydra sweep folder: shared by a sweep's runs and by their parent run
 _ROLE_TAG = "sdg.role"  # "sweep" on the parent run of a sweep

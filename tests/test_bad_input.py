@@ -26,6 +26,7 @@ CASES = [
     (["client.api_key=sk-planted-123"], "do not pass the API key on the command line"),
     (["+client.api_key=sk-planted-123"], "client.api_key_env=NAME"),
     (["client=openai", "client.default_headers={api-key: sk-planted-123}"], "do not pass the API key"),
+    (["judge=llm", "judge.client.default_headers={Authorization: Bearer sk-planted-123}"], "do not pass the API key"),
 ]
 
 

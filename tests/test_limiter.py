@@ -6,8 +6,8 @@ The adaptive algorithm itself is tested in test_adaptive_limit.py; here, how the
 from __future__ import annotations
 
 from sdg.client import AsyncOpenAIClient, GenerationConfig
-from sdg.client.limits import RateSignals
-from sdg.execution.limiter import LimiterSettings, RunLimiter
+from sdg.client.limits import LimitSettings, RateSignals
+from sdg.execution.limiter import RunLimiter
 from sdg.execution.local import LocalExecutor
 from sdg.execution.ray_executor import RayExecutor
 from sdg.pipeline import Pipeline
@@ -24,7 +24,7 @@ class Clock:
 
 def _limiter(**settings) -> tuple[RunLimiter, Clock]:
     clock = Clock()
-    return RunLimiter(LimiterSettings(**{"max_concurrency": 32, **settings}), clock), clock
+    return RunLimiter(LimitSettings(**{"max_concurrency": 32, **settings}), clock), clock
 
 
 def _round(limiter: RunLimiter, clock: Clock, demands: dict[str, int]) -> dict[str, int]:

@@ -87,3 +87,12 @@ def test_simultaneous_first_runs_on_a_new_store_all_succeed(tmp_path: Path) -> N
     assert sorted(r.info.run_name for r in children) == ["sdg #0", "sdg #1", "sdg #2"]
     history = tracker.client.get_metric_history(children[0].info.run_id, "limiter_concurrency")
     assert [(m.step, m.value) for m in history] == [(0, 1.0), (100, 2.0)]
+
+
+def test_flattened_params_never_carry_a_credential_header() -> None:
+    from sdg.tracking import flatten
+
+    config = {"client": {"default_headers": {"X-Api-Key": "k1", "Authorization": "Bearer k2", "X-Team": "sdg"}}}
+    flat = flatten(config)
+    assert flat == {"client.default_headers.X-Team": "sdg"}
+    assert "generation.max_tokens" in flatten({"generation": {"max_tokens": 8}})  # not a secret: kept

@@ -34,7 +34,7 @@ from sdg.client.errors import (
     RateLimitError,
 )
 from sdg.client.generation import GenerationConfig
-from sdg.client.limits import AdaptiveGate, LimitSettings, RateSignals, RequestGate
+from sdg.client.limits import AdaptiveGate, RateSignals, RequestGate
 from sdg.client.responses import parse_completion, read_body, read_stream, status_error
 from sdg.client.retry import RetryPolicy, parse_duration
 from sdg.client.settings import DEFAULT_BASE_URL, ClientSettings
@@ -63,7 +63,7 @@ class _LoopState:
         self.gate = RequestGate(settings.max_concurrent_requests, settings.rpm / 60.0 if settings.rpm else None)
         # adaptive_concurrency=False keeps the fixed semaphore (and a configured rpm as a fixed pace).
         self.adaptive = (
-            AdaptiveGate(self.gate, signals, limit_settings(settings)) if settings.adaptive_concurrency else None
+            AdaptiveGate(self.gate, signals, settings.limit_settings()) if settings.adaptive_concurrency else None
         )
         self._closer: AsyncIterator[None] | None = None
 
@@ -200,7 +200,7 @@ class AsyncOpenAIClient(AsyncLLMClient):
         started = time.perf_counter()
 
         async def send(session: aiohttp.ClientSession) -> Completion:
-            return await self._send(session, payload, model, config.stream)
+            return await self._send(session, payload, model, config.stream, config.token_budget)
 
         completion, attempts = await self._with_retries(send)
         completion.latency_s = time.perf_counter() - started
@@ -242,20 +242,20 @@ class AsyncOpenAIClient(AsyncLLMClient):
         while True:
             attempt += 1
             try:
-                try:
-                    async with state.gate:
-                        stats.attempts += 1
-                        signals.attempts += 1
-                        sent_at = time.perf_counter()
-                        result = await send(state.session)
-                    signals.successes += 1
-                    signals.success_s += time.perf_counter() - sent_at
-                finally:
-                    if state.adaptive is not None:
-                        state.adaptive.after_attempt()
+                async with state.gate:
+                    stats.attempts += 1
+                    signals.attempts += 1
+                    sent_at = time.perf_counter()
+                    result = await send(state.session)
+                signals.successes += 1
+                signals.success_s += time.perf_counter() - sent_at
+                if state.adaptive is not None:
+                    state.adaptive.after_attempt()
                 return result, attempt
             except LLMClientError as error:
-                self._count_error(error)
+                self._count_error(error)  # before the limit looks: a 429 is news it reacts to at once
+                if state.adaptive is not None:
+                    state.adaptive.after_attempt()
                 if not self.retry_policy.should_retry(error, attempt - 1):
                     error.attempts = attempt
                     stats.failures += 1
@@ -295,10 +295,13 @@ class AsyncOpenAIClient(AsyncLLMClient):
         signals = self.rate_signals
         signals.limit_requests = _float_or_none(headers.get("x-ratelimit-limit-requests"))
         signals.remaining_requests = _float_or_none(headers.get("x-ratelimit-remaining-requests"))
-        signals.reset_requests_s = parse_duration(headers.get("x-ratelimit-reset-requests"))
         signals.limit_tokens = _float_or_none(headers.get("x-ratelimit-limit-tokens"))
         signals.remaining_tokens = _float_or_none(headers.get("x-ratelimit-remaining-tokens"))
-        signals.reset_tokens_s = parse_duration(headers.get("x-ratelimit-reset-tokens"))
+        # A reset time matters only to an empty window (the limit pauses until it): parse it only then.
+        if signals.remaining_requests == 0:
+            signals.reset_requests_s = parse_duration(headers.get("x-ratelimit-reset-requests"))
+        if signals.remaining_tokens == 0:
+            signals.reset_tokens_s = parse_duration(headers.get("x-ratelimit-reset-tokens"))
 
     def _status_error(self, response: aiohttp.ClientResponse, body: Any, url: str, model: str) -> LLMClientError:
         return status_error(
@@ -336,8 +339,10 @@ class AsyncOpenAIClient(AsyncLLMClient):
                 url=url,
             ) from exc
 
-    async def _send(self, session: aiohttp.ClientSession, payload: bytes, model: str, stream: bool) -> Completion:
-        """One HTTP attempt of a chat completion."""
+    async def _send(
+        self, session: aiohttp.ClientSession, payload: bytes, model: str, stream: bool, max_tokens: int | None
+    ) -> Completion:
+        """One HTTP attempt of a chat completion; `max_tokens` (the request's limit) names what an empty answer hit."""
         async with (
             self._translated(self._url),
             session.post(self._url, data=payload, params=self.settings.default_query) as response,
@@ -347,23 +352,13 @@ class AsyncOpenAIClient(AsyncLLMClient):
             if response.status >= 400:
                 raise self._status_error(response, await read_body(response, self.settings), self._url, model)
             if stream:
-                return await read_stream(response, model, self._url)
-            return parse_completion(await read_body(response, self.settings), model, self._url)
+                return await read_stream(response, model, self._url, max_tokens, self.settings)
+            return parse_completion(await read_body(response, self.settings), model, self._url, max_tokens)
 
 
 _RATE_HEADERS = frozenset(
     f"x-ratelimit-{what}-{unit}" for what in ("limit", "remaining", "reset") for unit in ("requests", "tokens")
 )
-
-
-def limit_settings(settings: ClientSettings) -> LimitSettings:
-    """The adaptive limit's settings from the client's: the one place the two meet."""
-    return LimitSettings(
-        max_concurrency=settings.max_concurrent_requests,
-        rpm=settings.rpm,
-        tpm=settings.tpm,
-        adaptive=settings.adaptive_concurrency,
-    )
 
 
 def _float_or_none(value: str | None) -> float | None:

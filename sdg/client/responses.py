@@ -115,8 +115,13 @@ def decode_body(raw: bytes, content_type: str = "", secret: str | None = None, *
 async def read_body(response: aiohttp.ClientResponse, keys: _KeySource | None = None) -> Any:
     """The answer's body: JSON, or a `RawBody`. An error answer is read with the client's key masked."""
     raw = await response.read()
+    if response.status < 400:  # the usual answer: JSON, and no need to look the key up
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            pass
     secret = keys.resolved_api_key() if keys is not None else None
-    return decode_body(raw, response.headers.get("Content-Type", ""), secret, masked=response.status >= 400)
+    return decode_body(raw, response.headers.get("Content-Type", ""), secret, masked=True)
 
 
 def _text_of(content: Any) -> str | None:
@@ -255,7 +260,11 @@ class _StreamChoice:
 
 
 async def read_stream(
-    response: aiohttp.ClientResponse, model: str, url: str, max_tokens: int | None = None
+    response: aiohttp.ClientResponse,
+    model: str,
+    url: str,
+    max_tokens: int | None = None,
+    keys: _KeySource | None = None,
 ) -> Completion:
     """Assemble server-sent chat.completion.chunk events into one completion per choice.
 
@@ -272,7 +281,8 @@ async def read_stream(
             continue
         if not started and not line.startswith(_SSE_FIELDS):
             rest = await response.content.read()
-            body = decode_body(raw_line + rest, response.headers.get("Content-Type", ""))
+            secret = keys.resolved_api_key() if keys is not None else None
+            body = decode_body(raw_line + rest, response.headers.get("Content-Type", ""), secret, masked=True)
             return parse_completion(body, model, url, max_tokens)
         started = True
         if not line.startswith(b"data:"):
@@ -284,7 +294,7 @@ async def read_stream(
         if not isinstance(chunk, dict):
             raise MalformedResponseError(f"stream from {url} sent an event that is not JSON", url=url)
         if chunk.get("error") and not chunk.get("choices"):
-            raise _error_in_answer(chunk, url, model)
+            raise _error_in_answer(chunk, url, model, keys.resolved_api_key() if keys is not None else None)
         served = chunk.get("model") or served
         usage = chunk.get("usage") or usage
         for choice in chunk.get("choices") or []:
@@ -302,12 +312,12 @@ async def read_stream(
     return completion
 
 
-def _error_in_answer(body: Mapping[str, Any], url: str, model: str) -> APIStatusError:
+def _error_in_answer(body: Mapping[str, Any], url: str, model: str, secret: str | None = None) -> APIStatusError:
     """An error carried inside a 200 answer or a stream: typed by the status it names, else as a server error."""
     error = body.get("error")
     code = error.get("code") if isinstance(error, dict) else None
     status = code if isinstance(code, int) and 400 <= code < 600 else 500
-    return status_error(status, {}, body, url=url, model=model, base_url=url, api_key_env=None)
+    return status_error(status, {}, body, url=url, model=model, base_url=url, api_key_env=None, secret=secret)
 
 
 # ---------------------------------------------------------------------------------------------- errors

@@ -9,6 +9,8 @@ import ssl
 from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
+from sdg.client.limits import LimitSettings
+
 __all__ = ["DEFAULT_API_KEY_ENV", "DEFAULT_BASE_URL", "ClientSettings", "validate_base_url"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -109,6 +111,15 @@ class ClientSettings:
             headers["OpenAI-Project"] = project
         headers.update(self.default_headers or {})
         return headers
+
+    def limit_settings(self) -> LimitSettings:
+        """The adaptive limit's settings (the same for a client alone and for a run's shared limit)."""
+        return LimitSettings(
+            max_concurrency=self.max_concurrent_requests,
+            rpm=self.rpm,
+            tpm=self.tpm,
+            adaptive=self.adaptive_concurrency,
+        )
 
     def ssl_context(self) -> ssl.SSLContext | bool:
         """What aiohttp's connector takes: False (no checks), a context with the extra CAs, or True (default)."""

@@ -18,9 +18,7 @@ from typing import Any
 
 from sdg.client.limits import AdaptiveLimit, LimitSettings, RateSignals
 
-__all__ = ["Lease", "LimiterHandle", "LimiterSettings", "RunLimiter", "limiter_settings_for", "water_fill"]
-
-LimiterSettings = LimitSettings  # the run's limits are the client's settings, read once (limit_settings)
+__all__ = ["Lease", "LimiterHandle", "RunLimiter", "limiter_settings_for", "water_fill"]
 
 
 @dataclass(frozen=True)
@@ -123,10 +121,10 @@ class LimiterHandle:
 
 def limiter_settings_for(client: Any) -> LimitSettings | None:
     """The run's limits from the client's settings; None for clients without them (no shared limiter)."""
-    from sdg.client.openai_client import ClientSettings, limit_settings
+    from sdg.client.settings import ClientSettings
 
     settings = getattr(client, "settings", None)
-    return limit_settings(settings) if isinstance(settings, ClientSettings) else None
+    return settings.limit_settings() if isinstance(settings, ClientSettings) else None
 
 
 def water_fill(budget: int, demands: dict[str, int], turn: int = 0) -> dict[str, int]:

@@ -108,8 +108,9 @@ class JudgeStage(PromptTemplateStage):
         generation_config: GenerationConfig,
         max_parse_retries: int,
         where: Path,
+        response_format: str = "json_schema",
     ) -> None:
-        self._rows = rows
+        self._judged_rows = rows  # not `_rows`: that is GenerationStage's method turning an answer into rows
         super().__init__(
             input_path=where,
             user_template=rubric,
@@ -119,10 +120,11 @@ class JudgeStage(PromptTemplateStage):
             output_column=JUDGE_RAW,
             output_schema=JUDGE_SCHEMA,
             max_parse_retries=max_parse_retries,
+            response_format=response_format,
         )
 
     def _load(self) -> pa.Table:
-        return self._rows
+        return self._judged_rows
 
     def __getstate__(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -152,6 +154,7 @@ class LLMJudge:
         generation_config: GenerationConfig | None = None,
         max_parse_retries: int = 2,
         price: Any = None,
+        response_format: str = "json_schema",
     ) -> None:
         if not isinstance(rubric, str) or not rubric.strip():
             raise ValueError("rubric must be a non-empty template, e.g. 'Score 1-5 as JSON: {output}'")
@@ -170,6 +173,7 @@ class LLMJudge:
         self.generation_config = (generation_config or GenerationConfig()).replace(n=1)
         self.max_parse_retries = max_parse_retries
         self.price = price
+        self.response_format = response_format  # how the judge's endpoint takes a JSON schema
 
     def check_columns(self, columns: list[str]) -> None:
         """ValueError naming each placeholder that is not a column of the generated rows (nor `{output}`)."""
@@ -233,6 +237,7 @@ class LLMJudge:
             generation_config=self.generation_config,
             max_parse_retries=self.max_parse_retries,
             where=where,
+            response_format=self.response_format,
         )
 
     def merge(self, dataset: datasets.Dataset, verdicts: pa.Table) -> datasets.Dataset:
