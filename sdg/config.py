@@ -6,10 +6,8 @@ raises `ConfigError` with one line that names the key and how to fix it.
 
 from __future__ import annotations
 
-from dataclasses import MISSING as MISSING_FIELD
 from dataclasses import dataclass, field, fields, make_dataclass
-from types import UnionType
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -17,6 +15,7 @@ from omegaconf import MISSING
 from sdg.client.generation import GenerationConfig
 from sdg.client.settings import ClientSettings
 from sdg.endpoints.sim.options import SimServerConfig  # SimOptions minus host/port/api_key: declared once
+from sdg.schema import fields_of
 
 __all__ = [
     "ClientConfig",
@@ -50,31 +49,6 @@ class LocalServerConfig:
     startup_timeout_s: float = 120.0
 
 
-def _fields_of(source: type, exclude: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
-    """A library dataclass's fields as Hydra schema fields: the option is declared once, in the library.
-
-    OmegaConf takes no Union of several types: such a field (e.g. `stop: str | list[str] | None`) becomes Any
-    and the library checks it when the run builds it.
-    """
-    hints = get_type_hints(source)
-    derived = []
-    for spec in fields(source):
-        if spec.name in exclude:
-            continue
-        kind = hints[spec.name]
-        members = [m for m in get_args(kind) if m is not type(None)] if isinstance(kind, UnionType) else [kind]
-        if len(members) > 1 or get_origin(members[0]) is dict:
-            # A mapping is Any too: a typed Dict node under Hydra's struct flag refuses new keys from the command
-            # line (`generation.extra_body={min_p: 0.05}` would need `++`).
-            kind = Any
-        if spec.default_factory is not MISSING_FIELD:
-            default = field(default_factory=spec.default_factory)
-        else:
-            default = field(default=spec.default)
-        derived.append((spec.name, kind, default))
-    return derived
-
-
 @dataclass
 class PriceConfig:
     """USD per million tokens (null: not known, no cost computed); prices change: set them for your endpoint."""
@@ -104,7 +78,7 @@ _RUN_CLIENT_FIELDS = tuple(f.name for f in fields(_RunClientFields))
 # Who we talk to and how: every `ClientSettings` option (never `api_key`: `api_key_env` names the variable).
 ClientConfig = make_dataclass(
     "ClientConfig",
-    _fields_of(_RunClientFields) + _fields_of(ClientSettings, exclude=("api_key", *_RUN_CLIENT_FIELDS)),
+    fields_of(_RunClientFields) + fields_of(ClientSettings, exclude=("api_key", *_RUN_CLIENT_FIELDS)),
 )
 ClientConfig.__module__ = __name__
 ClientConfig.__doc__ = (
@@ -112,7 +86,7 @@ ClientConfig.__doc__ = (
 )
 
 # GenerationConfig's fields; its `seed` is not here: request seeds derive from the run's `seed` and the index.
-GenerationSection = make_dataclass("GenerationSection", _fields_of(GenerationConfig, exclude=("seed",)))
+GenerationSection = make_dataclass("GenerationSection", fields_of(GenerationConfig, exclude=("seed",)))
 GenerationSection.__module__ = __name__
 GenerationSection.__doc__ = "`sdg.client.GenerationConfig`'s fields, but `seed` (the run's `seed` is the base)."
 
@@ -125,14 +99,14 @@ def _inherited(derived: list[tuple[str, Any, Any]]) -> list[tuple[str, Any, Any]
 # The judge's client: each field null takes the run's `client.*` value; a `base_url` makes it a remote endpoint.
 JudgeClientConfig = make_dataclass(
     "JudgeClientConfig",
-    _inherited([*_fields_of(ClientSettings, exclude=("api_key",)), ("api_key_required", bool, True)]),
+    _inherited([*fields_of(ClientSettings, exclude=("api_key",)), ("api_key_required", bool, True)]),
 )
 JudgeClientConfig.__module__ = __name__
 JudgeClientConfig.__doc__ = "`judge.client`: `ClientSettings` fields (minus the key), each null = the run's `client.*`."
 
 # The judge's sampling: each field null takes the run's `generation.*` value (`n` is always 1).
 JudgeGenerationSection = make_dataclass(
-    "JudgeGenerationSection", _inherited(_fields_of(GenerationConfig, exclude=("seed",)))
+    "JudgeGenerationSection", _inherited(fields_of(GenerationConfig, exclude=("seed",)))
 )
 JudgeGenerationSection.__module__ = __name__
 JudgeGenerationSection.__doc__ = "`judge.generation`: `GenerationConfig` fields, each null = the run's `generation.*`."

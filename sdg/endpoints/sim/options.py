@@ -8,9 +8,10 @@ and api_key. The dataclass itself is also a valid OmegaConf structured config: n
 from __future__ import annotations
 
 import math
-import typing
-from dataclasses import MISSING, dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any
+
+from sdg.schema import fields_of
 
 __all__ = [
     "ERROR_STYLES",
@@ -123,16 +124,7 @@ class SimOptions:
 
 def _config_class() -> type:
     """`SimOptions` minus host, port and api_key, as a plain dataclass for the run's Hydra schema."""
-    hints = typing.get_type_hints(SimOptions)
-    spec = []
-    for f in fields(SimOptions):
-        if f.name in SERVER_ONLY_FIELDS:
-            continue
-        if f.default_factory is not MISSING:
-            default = field(default_factory=f.default_factory, metadata=f.metadata)
-        else:
-            default = field(default=f.default, metadata=f.metadata)
-        spec.append((f.name, hints[f.name], default))
+    spec = fields_of(SimOptions, exclude=SERVER_ONLY_FIELDS)
 
     def to_options(self: Any, **server: Any) -> SimOptions:
         """Validated `SimOptions` with these values (plus host/port/api_key if given)."""
