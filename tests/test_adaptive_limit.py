@@ -179,3 +179,23 @@ def test_an_underestimated_pace_is_left_within_a_few_clean_windows() -> None:
     for _ in range(6):  # six clean seconds
         _periods(limit, clock, 10, attempts=5, successes=5)
     assert limit.rate is not None and limit.rate > 1.5 * start
+
+
+async def test_a_leased_gate_asks_for_its_next_lease_at_once_on_news() -> None:
+    """Handed to a run-wide limiter, the client does not adapt its gate, but says when a lease should not wait."""
+    from sdg.client.limits import AdaptiveGate, RequestGate
+
+    signals = RateSignals()
+    adaptive = AdaptiveGate(RequestGate(8), signals, LimitSettings(max_concurrency=8))
+    adaptive.handed_over = True
+    calls: list[int] = []
+    adaptive.on_news = lambda: calls.append(1)
+    signals.attempts, signals.successes, signals.limit_requests = 1, 1, 600.0
+    adaptive.after_attempt()
+    assert calls == [1]  # a limit heard for the first time
+    adaptive.after_attempt()
+    assert calls == [1]  # the same limit again is not news
+    signals.status_429 = 1
+    adaptive.after_attempt()
+    assert calls == [1, 1]  # a refusal is
+    assert adaptive.limit.rate is None and adaptive.gate.max_in_flight == 4  # the gate is the leases' to size

@@ -279,11 +279,15 @@ class AdaptiveLimit:
         if resets:
             self.pause_until = max(self.pause_until, now + min(max(resets), 60.0))
 
-    def _learn_ceiling(self, signals: RateSignals) -> None:
+    def heard(self, signals: RateSignals) -> None:
+        """Remember the limits these signals announce, so the same announcement is not news again."""
         self._announced = (
             signals.limit_requests if signals.limit_requests is not None else self._announced[0],
             signals.limit_tokens if signals.limit_tokens is not None else self._announced[1],
         )
+
+    def _learn_ceiling(self, signals: RateSignals) -> None:
+        self.heard(signals)
         ceilings = [self.settings.rpm / 60.0] if self.settings.rpm else []
         if signals.limit_requests and not self.settings.rpm:
             ceilings.append(signals.limit_requests / 60.0 * HEADROOM)
@@ -348,7 +352,8 @@ class AdaptiveGate:
     """A client's own adaptive limit applied to its gate: the scope of one client used as a library.
 
     Fed after every attempt, it looks at the signals at most once a period, so the cost per request is
-    a clock read. `handed_over` (a run-wide limiter leases this gate) stops it: one driver per gate.
+    a clock read. `handed_over` (a run-wide limiter leases this gate) stops it: one driver per gate; then
+    `on_news` (if set) is called on news instead, so the worker can take its next lease at once.
     """
 
     def __init__(self, gate: RequestGate, signals: RateSignals, settings: LimitSettings) -> None:
@@ -356,11 +361,15 @@ class AdaptiveGate:
         self.signals = signals
         self.limit = AdaptiveLimit(settings)
         self.handed_over = False
+        self.on_news: Callable[[], None] | None = None
         self._next_look = self.limit.started + settings.period_s
         self._apply()
 
     def after_attempt(self) -> None:
         if self.handed_over:
+            if self.on_news is not None and self.limit.is_news(self.signals):
+                self.limit.heard(self.signals)
+                self.on_news()
             return
         now = time.monotonic()
         if now < self._next_look and not self.limit.is_news(self.signals):

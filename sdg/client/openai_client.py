@@ -168,15 +168,17 @@ class AsyncOpenAIClient(AsyncLLMClient):
         except (KeyError, RuntimeError):
             return None
 
-    async def current_gate(self) -> RequestGate:
+    async def current_gate(self, on_news: Callable[[], None] | None = None) -> RequestGate:
         """The gate of the running loop, handed to a run-wide limiter: from now on its leases size the gate.
 
         The client stops adapting that gate itself (one driver per gate); the signals it gathers go to
-        whoever takes `rate_signals`.
+        whoever takes `rate_signals`, and `on_news` is called when they hold news (a 429, an empty window,
+        a new limit) that should not wait for the next lease.
         """
         state = await self._state()
         if state.adaptive is not None:
             state.adaptive.handed_over = True
+            state.adaptive.on_news = on_news
         return state.gate
 
     async def aclose(self) -> None:

@@ -8,6 +8,7 @@ what the driver needs to judge it (each sample's error kind) and the client stat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -93,12 +94,26 @@ async def _take_lease(limiter: LimiterHandle, worker_id: str, client: Any, gate:
         gate.pause_for(lease.pause_s)
 
 
+# A news-triggered lease follows the previous one after at least this long: a burst of 429s is one lease, not 100.
+MIN_LEASE_GAP_S = 0.02
+
+
 async def _follow_leases(
-    limiter: LimiterHandle, worker_id: str, client: Any, gate: RequestGate, remaining: Callable[[], int], ceiling: int
+    limiter: LimiterHandle,
+    worker_id: str,
+    client: Any,
+    gate: RequestGate,
+    remaining: Callable[[], int],
+    ceiling: int,
+    news: asyncio.Event,
 ) -> None:
+    """A lease every period, or sooner when the client has news (a 429, an empty window, a new limit)."""
     while True:
-        await asyncio.sleep(limiter.period_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(news.wait(), limiter.period_s)
+        news.clear()
         await _take_lease(limiter, worker_id, client, gate, min(remaining(), ceiling))
+        await asyncio.sleep(MIN_LEASE_GAP_S)
 
 
 class BatchRunner:
@@ -131,12 +146,13 @@ class BatchRunner:
             if self._shared():
                 assert self.limiter is not None
                 client = self.stage.client
-                gate = await client.current_gate()  # type: ignore[attr-defined]
+                news = asyncio.Event()
+                gate = await client.current_gate(on_news=news.set)  # type: ignore[attr-defined]
                 # The configured size, not the gate's: leases shrink the gate.
                 ceiling = client.settings.max_concurrent_requests  # type: ignore[attr-defined]
                 await _take_lease(self.limiter, self.worker_id, client, gate, min(self.pending, ceiling))
                 self._following = asyncio.create_task(
-                    _follow_leases(self.limiter, self.worker_id, client, gate, lambda: self.pending, ceiling)
+                    _follow_leases(self.limiter, self.worker_id, client, gate, lambda: self.pending, ceiling, news)
                 )
                 self._following.add_done_callback(_log_failure)
         finally:
