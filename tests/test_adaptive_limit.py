@@ -9,6 +9,8 @@ from sdg.client.retry import parse_duration, parse_retry_after
 
 
 class Clock:
+    """A clock the test moves by hand (also the run-wide limiter's tests)."""
+
     def __init__(self) -> None:
         self.now = 0.0
 

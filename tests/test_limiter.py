@@ -12,14 +12,7 @@ from sdg.execution.local import LocalExecutor
 from sdg.execution.ray_executor import RayExecutor
 from sdg.pipeline import Pipeline
 from sdg.stages import QAMultilingualSyntheticStage
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.test_adaptive_limit import Clock
 
 
 def _limiter(**settings) -> tuple[RunLimiter, Clock]:
