@@ -195,10 +195,12 @@ class AdaptiveLimit:
       so a run does not open with a burst of `max_concurrency` before it has heard any limit.
     - An announced limit (`x-ratelimit-limit-requests`, or tokens via the mean request size) or a
       configured `rpm`/`tpm` sets the pace just under it: the endpoint's own word beats any guess.
-    - Congestion (a window with more than `tolerated_429_share` refused) cuts concurrency by `decrease`
-      and paces at the goodput the server sustained in that window (what a saturated bucket lets through).
+    - Congestion (a window with more than `tolerated_429_share` refused) paces at the goodput the server
+      sustained in that window (what a saturated bucket lets through) and cuts concurrency by `decrease`,
+      but not below what that pace needs (Little's law on the answers' latency).
     - A window with a few refusals steps just under its goodput if pushing harder gained nothing; a clean
-      window adds a slot and raises the pace (straight back to the last sustained goodput, then 2% a window).
+      window adds a slot and raises the pace (straight back to the last sustained goodput, then by a step
+      that doubles with each clean window: 2%, 4%, 8%...).
     - `remaining: 0` with a reset time pauses everything until the reset, and the restart is paced.
     Retry-After is not here: it delays only the request that got it (the client's retry loop).
     Plain Python on an injectable clock: the client calls `observe` with its own signals, the run-wide
