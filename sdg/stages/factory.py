@@ -40,6 +40,10 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "template": ("input", "user_template"),
 }
 INPUT_OPTIONS = ("path", "limit")
+# The template options handed to PromptTemplateStage as they are (when set): all but those read here.
+_TEMPLATE_PASSED_ON = tuple(
+    key for key in STAGE_OPTIONS["template"] if key not in ("name", "filters", *REQUIRED["template"])
+)
 FILTER_OPTIONS = (
     "column",
     "min_words",
@@ -128,18 +132,7 @@ def _build_template(
     if not source.get("path"):
         raise ValueError("stage.input.path is required: the input dataset (.jsonl, .parquet or save_to_disk folder)")
     path = Path(str(source["path"])).expanduser()
-    optional = {
-        key: cfg[key]
-        for key in (
-            "system_template",
-            "samples_per_row",
-            "output_column",
-            "output_schema",
-            "max_parse_retries",
-            "response_format",
-        )
-        if cfg.get(key) is not None
-    }
+    optional = {key: cfg[key] for key in _TEMPLATE_PASSED_ON if cfg.get(key) is not None}
     return PromptTemplateStage(
         input_path=path if path.is_absolute() else base_dir / path,
         user_template=cfg["user_template"],
